@@ -1,0 +1,1 @@
+//! The MQTT wire layer (being written).

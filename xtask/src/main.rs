@@ -1,0 +1,294 @@
+//! `cargo xtask`: the project's automation, in Rust so that it runs wherever cargo does.
+//!
+//! Deliberately dependency-free: it must build in seconds on a fresh machine before anything
+//! else is installed.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Debian packages the tests and cross builds need (see `../shared/DESIGN.md`, "Cross targets").
+const DEBIAN_PACKAGES: &[&str] = &[
+    // Second Rust toolchain whose std can be rebuilt for any target (-Zbuild-std).
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    // Independent MQTT clients and a reference broker for end-to-end tests and benchmarks.
+    "mosquitto",
+    "mosquitto-clients",
+    "python3-venv",
+];
+
+/// Bare-metal targets that prove the core is really `no_std`.
+const BARE_METAL_TARGETS: &[&str] = &["thumbv7em-none-eabihf", "riscv32imac-unknown-none-elf"];
+
+/// The Debian toolchain used for -Zbuild-std builds.
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("ci") => ci(),
+        Some("no-std") => build_bare_metal(),
+        Some("fuzz") => fuzz(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("help") | Some("--help") | Some("-h") | None => {
+            print_help();
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`; try `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask <command>
+
+Commands:
+  setup              install the Debian packages the tests and cross builds need (idempotent)
+  ci                 everything CI checks: setup, fmt, clippy, tests, bare-metal core builds
+  no-std             build femtomq-core for {targets} with -Zbuild-std
+  fuzz [SECONDS]     run each cargo-fuzz target for SECONDS (default 60); not part of ci
+  bench              run the codec benchmark (results go to BENCHMARKS.md by hand)",
+        targets = BARE_METAL_TARGETS.join(" and ")
+    );
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command in the workspace root, echoing it, and fails with its exit status.
+fn run(command: &mut Command) -> Result {
+    command.current_dir(workspace_root());
+    eprintln!("$ {}", describe(command));
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot start `{}`: {e}", describe(command)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed with {status}", describe(command)))
+    }
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn step(name: &str, body: impl FnOnce() -> Result) -> Result {
+    eprintln!("\n==> {name}");
+    let started = Instant::now();
+    let result = body();
+    let seconds = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => eprintln!("==> {name}: ok ({seconds:.1} s)"),
+        Err(e) => eprintln!("==> {name}: FAILED ({seconds:.1} s): {e}"),
+    }
+    result.map_err(|e| format!("step `{name}` failed: {e}"))
+}
+
+fn setup() -> Result {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| !debian_package_installed(package))
+        .collect();
+    if missing.is_empty() {
+        eprintln!(
+            "setup: all {} Debian packages present",
+            DEBIAN_PACKAGES.len()
+        );
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        return Err(format!(
+            "apt-get not found: install these Debian packages by hand: {}",
+            missing.join(" ")
+        ));
+    }
+    let as_root = is_root();
+    let apt = |args: &[&str]| -> Command {
+        let mut command = if as_root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run(&mut apt(&["update", "-q"]))?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing);
+    run(&mut install)?;
+    let still_missing: Vec<&str> = missing
+        .into_iter()
+        .filter(|package| !debian_package_installed(package))
+        .collect();
+    if still_missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "still missing after apt-get install: {}",
+            still_missing.join(" ")
+        ))
+    }
+}
+
+fn debian_package_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn ci() -> Result {
+    let started = Instant::now();
+    step("setup", setup)?;
+    step("fmt", || {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    step("clippy", || {
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    step("test", || {
+        run(cargo().args(["test", "--workspace", "--locked"]))
+    })?;
+    step("no-std core builds", build_bare_metal)?;
+    eprintln!(
+        "\nci: all steps passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Builds femtomq-core for the bare-metal targets with Debian's toolchain and -Zbuild-std.
+fn build_bare_metal() -> Result {
+    for tool in [DEBIAN_RUSTC, DEBIAN_CARGO] {
+        if !Path::new(tool).exists() {
+            return Err(format!(
+                "{tool} is missing: run `cargo xtask setup` (Debian rustc-web, cargo-web, rust-web-src)"
+            ));
+        }
+    }
+    let target_dir = workspace_root().join("target").join("build-std");
+    for target in BARE_METAL_TARGETS {
+        let mut command = Command::new(DEBIAN_CARGO);
+        command
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "femtomq-core",
+                "--target",
+                target,
+            ])
+            .arg("-Zbuild-std=core,alloc")
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTC", DEBIAN_RUSTC)
+            .env("RUSTC_BOOTSTRAP", "1")
+            // The rustup proxy's variables must not leak into Debian's cargo.
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("RUSTDOC")
+            .env_remove("CARGO");
+        run(&mut command)?;
+    }
+    Ok(())
+}
+
+fn fuzz(args: &[String]) -> Result {
+    let seconds: u64 = match args.first() {
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("fuzz: `{text}` is not a number of seconds"))?,
+        None => 60,
+    };
+    if Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        run(cargo().args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+    let fuzz_dir = workspace_root().join("core").join("fuzz");
+    let targets = Command::new("cargo")
+        .args(["fuzz", "list"])
+        .current_dir(&fuzz_dir)
+        .output()
+        .map_err(|e| format!("cargo fuzz list: {e}"))?;
+    let targets = String::from_utf8_lossy(&targets.stdout).into_owned();
+    if targets.trim().is_empty() {
+        return Err("cargo fuzz list found no fuzz targets in core/fuzz".into());
+    }
+    for target in targets.lines().map(str::trim).filter(|t| !t.is_empty()) {
+        // Stable rustc accepts the sanitizer flags cargo-fuzz passes when RUSTC_BOOTSTRAP is set.
+        let mut command = Command::new("cargo");
+        command
+            .current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={seconds}"));
+        eprintln!("$ (in core/fuzz) {}", describe(&command));
+        let status = command
+            .status()
+            .map_err(|e| format!("cargo fuzz run: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "fuzz target `{target}` found a failure: copy the input from core/fuzz/artifacts/{target}/ into core/tests/fuzz-regressions/ and fix it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bench(_args: &[String]) -> Result {
+    run(cargo().args(["bench", "--package", "femtomq-core", "--bench", "codec"]))
+}
