@@ -12,6 +12,7 @@
 //! | [`types`] | small value types shared by every layer: [`QoS`], [`ProtocolVersion`], subscription options |
 //! | [`codec`] | the wire: framing, zero-copy decoding of every MQTT 3.1/3.1.1/5.0 packet into borrowed views, encoding into caller buffers, strict validation with the reason code to answer |
 //! | [`topic`] | topic names and filters: validation, matching, the subscription trie, shared groups, retained index |
+//! | [`limits`] | [`Limits`](limits::Limits): every bound of the broker (connections, subscriptions, topics, queues, retained, packets...) in one value |
 //!
 //! The session state machine and the broker engine (`session`, `broker`) are built on these.
 
@@ -22,10 +23,13 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
 pub mod codec;
+pub mod limits;
 pub mod topic;
 pub mod types;
 

@@ -1,73 +1,54 @@
-//! Topic names and topic filters.
+//! Topic names and filters: validation, matching, the subscription trie, shared subscriptions
+//! and the retained-message index.
 //!
-//! Validation lives here so that the codec can refuse bad names and filters while decoding.
-//! The subscription trie, shared subscriptions and the retained index are built in this module.
+//! - [`validate_name`], [`validate_filter`] (used by the codec), [`check_name`] and
+//!   [`check_filter`] (the same plus the bounds of [`Limits`](crate::limits::Limits)),
+//!   [`parse_filter`] and [`filter_matches`]: always available, no allocation.
+//! - [`SubscriptionIndex`]: filters to [`SubscriberId`]s with their options and subscription
+//!   identifiers, `$share/` groups with a [`SharedStrategy`]; [`SubscriptionIndex::matches`]
+//!   fills a reusable [`Matches`] with one [`Delivery`] per recipient.
+//! - [`RetainedIndex`]: the last retained message of each topic, generic over the message.
+//!
+//! # Storage
+//!
+//! The indexes need the `alloc` feature (on by default). They grow with what sessions subscribe
+//! and publish, up to bounds that the configuration sets at run time, so caller-provided fixed
+//! storage would have to be sized for the worst case of every bound at once, or the index would
+//! need a second, capacity-generic implementation; the bounds in [`Limits`](crate::limits::Limits)
+//! keep the heap use a function of the configuration instead. The codec, which is bounded per
+//! packet, needs no allocator and builds without the feature.
+//!
+//! Memory stays small per subscription: one arena of 24-byte nodes addressed by `u32`, one hash
+//! table of 8-byte slots for all parent-to-child edges (no per-node child container), level
+//! strings interned once with a reference count, and a 20-byte record per subscription plus
+//! 4 bytes in its subscriber's list. Nodes, records and labels are freed with their last user.
+//! `BENCHMARKS.md` has the measured bytes per subscription.
 
-/// Why a topic name or filter is invalid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicError {
-    /// Empty where at least one character is required `[MQTT-4.7.3-1]`.
-    Empty,
-    /// A wildcard (`+` or `#`) in a topic name `[MQTT-3.3.2-2]`.
-    WildcardInName,
-    /// `#` not alone in its level or not the last level `[MQTT-4.7.1-1]`.
-    MisplacedMultiLevelWildcard,
-    /// `+` not alone in its level `[MQTT-4.7.1-2]`.
-    MisplacedSingleLevelWildcard,
-    /// A `$share/` filter with an empty or invalid share name, or no filter after it `[MQTT-4.8.2-1]`, `[MQTT-4.8.2-2]`.
-    InvalidSharedSubscription,
-    /// U+0000 inside a topic `[MQTT-4.7.3-2]`.
-    NullCharacter,
-}
+#[cfg(feature = "alloc")]
+mod hash;
+#[cfg(feature = "alloc")]
+mod matches;
+#[cfg(feature = "alloc")]
+mod retained;
+#[cfg(feature = "alloc")]
+mod shared;
+#[cfg(feature = "alloc")]
+mod tree;
+#[cfg(feature = "alloc")]
+mod trie;
+mod validate;
 
-/// Checks a topic name (as used in PUBLISH): non-empty, no wildcards, no U+0000.
-pub fn validate_name(name: &str) -> Result<(), TopicError> {
-    if name.is_empty() {
-        return Err(TopicError::Empty);
-    }
-    for byte in name.bytes() {
-        match byte {
-            b'+' | b'#' => return Err(TopicError::WildcardInName),
-            0 => return Err(TopicError::NullCharacter),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Checks a topic filter (as used in SUBSCRIBE and UNSUBSCRIBE), including `$share/` filters.
-pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
-    if filter.is_empty() {
-        return Err(TopicError::Empty);
-    }
-    let plain = match filter.strip_prefix("$share/") {
-        Some(rest) => {
-            let (group, inner) = rest
-                .split_once('/')
-                .ok_or(TopicError::InvalidSharedSubscription)?;
-            if group.is_empty() || inner.is_empty() || group.contains(['+', '#']) {
-                return Err(TopicError::InvalidSharedSubscription);
-            }
-            inner
-        }
-        None => filter,
-    };
-    let mut levels = plain.split('/').peekable();
-    while let Some(level) = levels.next() {
-        if level.contains('\0') {
-            return Err(TopicError::NullCharacter);
-        }
-        if level.contains('#') && (level.len() != 1 || levels.peek().is_some()) {
-            return Err(TopicError::MisplacedMultiLevelWildcard);
-        }
-        if level.contains('+') && level.len() != 1 {
-            return Err(TopicError::MisplacedSingleLevelWildcard);
-        }
-    }
-    Ok(())
-}
-
-/// True when `filter` is a shared subscription (`$share/{group}/{filter}`).
-pub fn is_shared(filter: &str) -> bool {
-    filter.starts_with("$share/")
-}
+#[cfg(feature = "alloc")]
+pub use matches::{Delivery, Matches, Publisher, SubscriptionIdentifiers};
+#[cfg(feature = "alloc")]
+pub use retained::{RetainError, RetainedIndex, RetainedMessage};
+#[cfg(feature = "alloc")]
+pub use shared::SharedStrategy;
+#[cfg(feature = "alloc")]
+pub use trie::{
+    MAX_SUBSCRIPTION_IDENTIFIER, SubscribeError, SubscribeOutcome, SubscriberId, SubscriptionIndex,
+};
+pub use validate::{
+    Filter, PROTOCOL_MAX_TOPIC_LENGTH, SHARE_PREFIX, TopicError, check_filter, check_name,
+    filter_matches, is_shared, parse_filter, validate_filter, validate_name,
+};

@@ -1,0 +1,3 @@
+//! Topic index benchmark (being written).
+
+fn main() {}

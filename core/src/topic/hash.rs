@@ -1,0 +1,244 @@
+//! The hash tables under the topic indexes: an open-addressing table of `u32` ids and the
+//! interner of level strings built on it.
+//!
+//! `alloc` has no hash map, and a generic one would spend 16-32 bytes per entry; these tables keep
+//! 8 bytes per slot (a 32-bit hash and a 32-bit id) and look the key up in the owner's arrays.
+//! Hashes are seeded by the caller so that clients cannot aim collisions at a known function.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+/// "No entry" for every `u32` index of the topic module.
+pub(crate) const NONE: u32 = u32::MAX;
+
+const EMPTY_SLOT: u64 = u64::MAX;
+
+/// The murmur3 finalizer: a full-avalanche mix of 64 bits.
+#[inline]
+pub(crate) fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// A seeded hash of a string, eight bytes per step.
+#[inline]
+pub(crate) fn hash_str(seed: u64, text: &str) -> u32 {
+    let bytes = text.as_bytes();
+    let mut hash = seed ^ (bytes.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        hash = (hash ^ u64::from_le_bytes(word))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    mix64(hash) as u32
+}
+
+/// A seeded hash of a pair of ids.
+#[inline]
+pub(crate) fn hash_pair(seed: u64, a: u32, b: u32) -> u32 {
+    mix64(((u64::from(a) << 32) | u64::from(b)) ^ seed) as u32
+}
+
+/// Open addressing with linear probing over `(hash, id)` slots; the keys live with the owner,
+/// which compares them through a closure. Load factor at most 3/4.
+#[derive(Debug, Default)]
+pub(crate) struct ProbeTable {
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl ProbeTable {
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// The id whose hash is `hash` and for which `is_key` holds, or [`NONE`].
+    #[inline]
+    pub(crate) fn find(&self, hash: u32, mut is_key: impl FnMut(u32) -> bool) -> u32 {
+        if self.slots.is_empty() {
+            return NONE;
+        }
+        let mask = self.mask();
+        let mut position = hash as usize & mask;
+        loop {
+            let slot = self.slots[position];
+            if slot == EMPTY_SLOT {
+                return NONE;
+            }
+            if (slot >> 32) as u32 == hash && is_key(slot as u32) {
+                return slot as u32;
+            }
+            position = (position + 1) & mask;
+        }
+    }
+
+    /// Adds `id` under `hash`; the caller knows its key is absent.
+    pub(crate) fn insert(&mut self, hash: u32, id: u32) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        self.place((u64::from(hash) << 32) | u64::from(id));
+        self.len += 1;
+    }
+
+    fn place(&mut self, entry: u64) {
+        let mask = self.mask();
+        let mut position = (entry >> 32) as usize & mask;
+        while self.slots[position] != EMPTY_SLOT {
+            position = (position + 1) & mask;
+        }
+        self.slots[position] = entry;
+    }
+
+    fn grow(&mut self) {
+        let capacity = (self.slots.len() * 2).max(8);
+        let old = core::mem::replace(&mut self.slots, alloc::vec![EMPTY_SLOT; capacity]);
+        for entry in old {
+            if entry != EMPTY_SLOT {
+                self.place(entry);
+            }
+        }
+    }
+
+    /// Removes `id`, stored under `hash` (backward-shift deletion: no tombstones).
+    pub(crate) fn remove(&mut self, hash: u32, id: u32) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mask = self.mask();
+        let mut position = hash as usize & mask;
+        loop {
+            let slot = self.slots[position];
+            if slot == EMPTY_SLOT {
+                return;
+            }
+            if slot as u32 == id {
+                break;
+            }
+            position = (position + 1) & mask;
+        }
+        // Shift later entries of the cluster back over the hole when their home allows it.
+        let mut hole = position;
+        let mut next = (hole + 1) & mask;
+        loop {
+            let slot = self.slots[next];
+            if slot == EMPTY_SLOT {
+                break;
+            }
+            let home = (slot >> 32) as usize & mask;
+            // The entry may move into the hole unless its home lies cyclically in (hole, next].
+            let stays = if hole <= next {
+                hole < home && home <= next
+            } else {
+                hole < home || home <= next
+            };
+            if !stays {
+                self.slots[hole] = slot;
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.slots[hole] = EMPTY_SLOT;
+        self.len -= 1;
+        if self.len == 0 {
+            self.slots = Vec::new();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Label {
+    text: Box<str>,
+    /// Nodes using this label; on the free list, the next free label.
+    refs: u32,
+}
+
+/// Interned level strings with reference counts: each distinct level (`site`, `telemetry`, a
+/// device id...) is stored once however many nodes use it, and freed with its last node.
+#[derive(Debug)]
+pub(crate) struct Interner {
+    seed: u64,
+    table: ProbeTable,
+    labels: Vec<Label>,
+    free_head: u32,
+}
+
+impl Interner {
+    pub(crate) fn new(seed: u64) -> Self {
+        Interner {
+            seed,
+            table: ProbeTable::default(),
+            labels: Vec::new(),
+            free_head: NONE,
+        }
+    }
+
+    /// The id of `text`, or [`NONE`] when no node uses it.
+    #[inline]
+    pub(crate) fn find(&self, text: &str) -> u32 {
+        let hash = hash_str(self.seed, text);
+        self.table
+            .find(hash, |id| &*self.labels[id as usize].text == text)
+    }
+
+    /// The text of a live label.
+    #[inline]
+    pub(crate) fn text(&self, id: u32) -> &str {
+        &self.labels[id as usize].text
+    }
+
+    /// Takes a reference on `text`, interning it if needed.
+    pub(crate) fn acquire(&mut self, text: &str) -> u32 {
+        let hash = hash_str(self.seed, text);
+        let labels = &self.labels;
+        let found = self
+            .table
+            .find(hash, |id| &*labels[id as usize].text == text);
+        if found != NONE {
+            self.labels[found as usize].refs += 1;
+            return found;
+        }
+        let label = Label {
+            text: Box::from(text),
+            refs: 1,
+        };
+        let id = if self.free_head != NONE {
+            let id = self.free_head;
+            self.free_head = self.labels[id as usize].refs;
+            self.labels[id as usize] = label;
+            id
+        } else {
+            self.labels.push(label);
+            (self.labels.len() - 1) as u32
+        };
+        self.table.insert(hash, id);
+        id
+    }
+
+    /// Drops a reference on a label, freeing it with the last one.
+    pub(crate) fn release(&mut self, id: u32) {
+        let label = &mut self.labels[id as usize];
+        label.refs -= 1;
+        if label.refs > 0 {
+            return;
+        }
+        let hash = hash_str(self.seed, &label.text);
+        label.text = Box::from("");
+        label.refs = self.free_head;
+        self.free_head = id;
+        self.table.remove(hash, id);
+    }
+}
