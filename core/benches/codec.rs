@@ -46,7 +46,10 @@ fn median_ns(mut op: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let user_properties = [UserProperty { name: "unit", value: "celsius" }];
+    let user_properties = [UserProperty {
+        name: "unit",
+        value: "celsius",
+    }];
     println!(
         "{:<10} {:>8} {:>14} {:>14} {:>14} {:>14}",
         "version", "payload", "decode ns", "decode MB/s", "encode ns", "encode MB/s"
@@ -79,7 +82,11 @@ fn main() {
             let decode_ns = median_ns(|| {
                 let decoded = decode(black_box(&bytes), version, MAX_PACKET_SIZE).unwrap();
                 // Touch the user properties too: they are parsed lazily when iterated.
-                if let Decoded::Packet { packet: Packet::Publish(publish), .. } = decoded {
+                if let Decoded::Packet {
+                    packet: Packet::Publish(publish),
+                    ..
+                } = decoded
+                {
                     black_box(publish.properties.user_properties.iter().count());
                     black_box(publish);
                 }

@@ -37,7 +37,8 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn topic_name() -> impl Strategy<Value = String> {
-    prop::collection::vec("[a-zA-Z0-9 $é€😀_-]{0,6}", 1..5).prop_map(|levels| levels.join("/"))
+    prop::collection::vec("[a-zA-Z0-9 $é€😀_-]{0,6}", 1..5)
+        .prop_map(|levels| levels.join("/"))
         .prop_filter("non-empty", |topic| !topic.is_empty())
 }
 
@@ -101,7 +102,9 @@ prop_compose! {
 
 /// Picks an allowed reason code for `kind` from a random byte.
 fn allowed_reason(kind: PacketType, byte: u8) -> ReasonCode {
-    let allowed: Vec<u8> = (0..=255u8).filter(|&c| ReasonCode(c).is_allowed_in(kind)).collect();
+    let allowed: Vec<u8> = (0..=255u8)
+        .filter(|&c| ReasonCode(c).is_allowed_in(kind))
+        .collect();
     ReasonCode(allowed[usize::from(byte) % allowed.len()])
 }
 
@@ -121,9 +124,17 @@ struct Lists<'a> {
 
 fn lists(m: &Material) -> Lists<'_> {
     let v5 = m.version.is_v5();
-    let kind = if m.kind == 9 { PacketType::SubAck } else { PacketType::UnsubAck };
+    let kind = if m.kind == 9 {
+        PacketType::SubAck
+    } else {
+        PacketType::UnsubAck
+    };
     Lists {
-        users: m.users.iter().map(|(name, value)| UserProperty { name, value }).collect(),
+        users: m
+            .users
+            .iter()
+            .map(|(name, value)| UserProperty { name, value })
+            .collect(),
         subscriptions: m
             .filters
             .iter()
@@ -138,8 +149,16 @@ fn lists(m: &Material) -> Lists<'_> {
                 Subscription { filter, options }
             })
             .collect(),
-        filters: m.filters.iter().map(|(filter, _)| filter.as_str()).collect(),
-        subscription_ids: m.subscription_ids.iter().map(|&id| SubscriptionId::new(id).unwrap()).collect(),
+        filters: m
+            .filters
+            .iter()
+            .map(|(filter, _)| filter.as_str())
+            .collect(),
+        subscription_ids: m
+            .subscription_ids
+            .iter()
+            .map(|&id| SubscriptionId::new(id).unwrap())
+            .collect(),
         codes: m
             .codes
             .iter()
@@ -160,10 +179,25 @@ fn build<'a>(m: &'a Material, l: &'a Lists<'a>) -> Packet<'a> {
     let f = m.flags;
     let n = m.numbers;
     let t = |i: usize| m.text[i].as_str();
-    let users = if v5 { Repeated::from_slice(&l.users[..]) } else { Repeated::default() };
+    let users = if v5 {
+        Repeated::from_slice(&l.users[..])
+    } else {
+        Repeated::default()
+    };
     let pid = NonZeroU16::new(m.packet_id).unwrap();
-    let ack_properties = AckProperties { reason_string: opt(v5 && f[0], t(0)), user_properties: users };
-    let ack = |kind| Ack { packet_id: pid, reason: if v5 { allowed_reason(kind, m.reason) } else { ReasonCode::SUCCESS }, properties: ack_properties };
+    let ack_properties = AckProperties {
+        reason_string: opt(v5 && f[0], t(0)),
+        user_properties: users,
+    };
+    let ack = |kind| Ack {
+        packet_id: pid,
+        reason: if v5 {
+            allowed_reason(kind, m.reason)
+        } else {
+            ReasonCode::SUCCESS
+        },
+        properties: ack_properties,
+    };
     match m.kind {
         1 => {
             let will = f[1].then(|| Will {
@@ -224,7 +258,14 @@ fn build<'a>(m: &'a Material, l: &'a Lists<'a>) -> Packet<'a> {
                     ConnAckProperties {
                         session_expiry_interval: opt(f[1], n[0]),
                         receive_maximum: NonZeroU16::new(n[1] as u16),
-                        maximum_qos: opt(f[2], if f[3] { QoS::AtLeastOnce } else { QoS::AtMostOnce }),
+                        maximum_qos: opt(
+                            f[2],
+                            if f[3] {
+                                QoS::AtLeastOnce
+                            } else {
+                                QoS::AtMostOnce
+                            },
+                        ),
                         retain_available: opt(f[4], f[5]),
                         maximum_packet_size: NonZeroU32::new(n[2]),
                         assigned_client_identifier: opt(f[6], t(0)),
@@ -251,13 +292,21 @@ fn build<'a>(m: &'a Material, l: &'a Lists<'a>) -> Packet<'a> {
                 1 => QosPid::AtLeastOnce(pid),
                 _ => QosPid::ExactlyOnce(pid),
             };
-            let alias = if v5 { NonZeroU16::new(n[0] as u16) } else { None };
+            let alias = if v5 {
+                NonZeroU16::new(n[0] as u16)
+            } else {
+                None
+            };
             Packet::Publish(Publish {
                 dup: f[0] && qos_pid != QosPid::AtMostOnce,
                 qos_pid,
                 retain: f[1],
                 // MQTT 5 may send an empty topic when an alias stands for it.
-                topic: if alias.is_some() && f[2] { "" } else { &m.topic },
+                topic: if alias.is_some() && f[2] {
+                    ""
+                } else {
+                    &m.topic
+                },
                 properties: if v5 {
                     PublishProperties {
                         payload_format_indicator: opt(f[3], f[4]),
@@ -282,21 +331,35 @@ fn build<'a>(m: &'a Material, l: &'a Lists<'a>) -> Packet<'a> {
         8 => Packet::Subscribe(Subscribe {
             packet_id: pid,
             properties: SubscribeProperties {
-                subscription_identifier: if v5 { l.subscription_ids.first().copied() } else { None },
+                subscription_identifier: if v5 {
+                    l.subscription_ids.first().copied()
+                } else {
+                    None
+                },
                 user_properties: users,
             },
             subscriptions: Repeated::from_slice(&l.subscriptions[..]),
         }),
-        9 => Packet::SubAck(SubAck { packet_id: pid, properties: ack_properties, reason_codes: Repeated::from_slice(&l.codes[..]) }),
+        9 => Packet::SubAck(SubAck {
+            packet_id: pid,
+            properties: ack_properties,
+            reason_codes: Repeated::from_slice(&l.codes[..]),
+        }),
         10 => Packet::Unsubscribe(Unsubscribe {
             packet_id: pid,
-            properties: UnsubscribeProperties { user_properties: users },
+            properties: UnsubscribeProperties {
+                user_properties: users,
+            },
             filters: Repeated::from_slice(&l.filters[..]),
         }),
         11 => Packet::UnsubAck(UnsubAck {
             packet_id: pid,
             properties: ack_properties,
-            reason_codes: if v5 { Repeated::from_slice(&l.codes[..]) } else { Repeated::default() },
+            reason_codes: if v5 {
+                Repeated::from_slice(&l.codes[..])
+            } else {
+                Repeated::default()
+            },
         }),
         12 => Packet::PingReq,
         13 => Packet::PingResp,
@@ -327,9 +390,13 @@ fn build<'a>(m: &'a Material, l: &'a Lists<'a>) -> Packet<'a> {
 }
 
 fn encode_to_vec(packet: &Packet<'_>, version: ProtocolVersion) -> Vec<u8> {
-    let len = packet.encoded_len(version).expect("valid packets have a size");
+    let len = packet
+        .encoded_len(version)
+        .expect("valid packets have a size");
     let mut buf = vec![0u8; len];
-    let written = packet.encode(version, &mut buf).expect("valid packets encode");
+    let written = packet
+        .encode(version, &mut buf)
+        .expect("valid packets encode");
     assert_eq!(written, len, "encoded_len must be exact");
     buf
 }

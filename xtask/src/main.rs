@@ -216,7 +216,12 @@ fn build_bare_metal() -> Result {
         }
     }
     let target_dir = workspace_root().join("target").join("build-std");
-    for target in BARE_METAL_TARGETS {
+    // Without default features the core needs no allocator at all; with them it uses `alloc`.
+    let feature_sets: [&[&str]; 2] = [&["--no-default-features"], &[]];
+    for (target, features) in BARE_METAL_TARGETS
+        .iter()
+        .flat_map(|target| feature_sets.iter().map(move |features| (target, features)))
+    {
         let mut command = Command::new(DEBIAN_CARGO);
         command
             .args([
@@ -227,6 +232,7 @@ fn build_bare_metal() -> Result {
                 "--target",
                 target,
             ])
+            .args(features.iter())
             .arg("-Zbuild-std=core,alloc")
             .arg("--target-dir")
             .arg(&target_dir)

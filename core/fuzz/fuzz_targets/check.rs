@@ -18,11 +18,19 @@ pub fn check_stream(data: &[u8]) {
                 Packet::Connect(connect) => connect.version,
                 _ => version,
             };
-            let size = packet.encoded_len(version).expect("a decoded packet has a size");
+            let size = packet
+                .encoded_len(version)
+                .expect("a decoded packet has a size");
             let mut buf = vec![0u8; size];
-            let written = packet.encode(version, &mut buf).expect("a decoded packet encodes");
+            let written = packet
+                .encode(version, &mut buf)
+                .expect("a decoded packet encodes");
             assert_eq!(written, size, "encoded_len disagrees with encode");
-            assert_eq!(decode_packet(&buf, version), Ok(packet), "re-encoded packet differs");
+            assert_eq!(
+                decode_packet(&buf, version),
+                Ok(packet),
+                "re-encoded packet differs"
+            );
             rest = &rest[len..];
         }
     }
