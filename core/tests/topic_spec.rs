@@ -6,6 +6,7 @@
 //! - `#` alone and last: 3.1.1 `[MQTT-4.7.1-2]`, 5.0 `[MQTT-4.7.1-1]`;
 //! - `+` a whole level: 3.1.1 `[MQTT-4.7.1-3]`, 5.0 `[MQTT-4.7.1-2]`;
 //! - `[MQTT-4.7.2-1]` and `[MQTT-4.7.3-1..4]` are the same in both.
+//!
 //! Both versions are checked by the same code, so each test names both ids.
 
 use femtomq_core::limits::Limits;

@@ -242,3 +242,64 @@ impl Interner {
         self.table.remove(hash, id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn probe_table_survives_colliding_inserts_and_removals() {
+        // Few distinct hashes force long clusters that wrap around the table.
+        let mut table = ProbeTable::default();
+        let mut live = BTreeSet::new();
+        let mut state = 1u64;
+        for step in 0..20_000u32 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let id = (state >> 40) as u32 % 500;
+            let hash = id % 7 + (u32::MAX - 8);
+            if live.contains(&id) {
+                table.remove(hash, id);
+                live.remove(&id);
+            } else {
+                table.insert(hash, id);
+                live.insert(id);
+            }
+            if step % 97 == 0 {
+                for probe in 0..500 {
+                    let found =
+                        table.find(probe % 7 + (u32::MAX - 8), |candidate| candidate == probe);
+                    assert_eq!(
+                        found != NONE,
+                        live.contains(&probe),
+                        "id {probe} at step {step}"
+                    );
+                }
+            }
+        }
+        for id in core::mem::take(&mut live) {
+            table.remove(id % 7 + (u32::MAX - 8), id);
+        }
+        assert_eq!(table.len, 0);
+        assert!(table.slots.is_empty());
+    }
+
+    #[test]
+    fn interner_counts_references() {
+        let mut labels = Interner::new(3);
+        let a = labels.acquire("site");
+        assert_eq!(labels.acquire("site"), a);
+        let b = labels.acquire("");
+        assert_ne!(a, b);
+        assert_eq!(labels.find("site"), a);
+        labels.release(a);
+        assert_eq!(labels.find("site"), a);
+        labels.release(a);
+        assert_eq!(labels.find("site"), NONE);
+        assert_eq!(labels.text(b), "");
+        // The freed id is reused.
+        assert_eq!(labels.acquire("device"), a);
+    }
+}
