@@ -14,6 +14,16 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "rust-web-src",
+    // Cross C toolchains (linkers and C libraries) and qemu-user to run what they build.
+    "gcc-arm-linux-gnueabihf",
+    "gcc-aarch64-linux-gnu",
+    "gcc-mipsel-linux-gnu",
+    "gcc-riscv64-linux-gnu",
+    "libc6-dev-armhf-cross",
+    "libc6-dev-arm64-cross",
+    "libc6-dev-mipsel-cross",
+    "libc6-dev-riscv64-cross",
+    "qemu-user",
     // Independent MQTT clients and a reference broker for end-to-end tests and benchmarks.
     "mosquitto",
     "mosquitto-clients",
