@@ -42,7 +42,8 @@ pub enum DecodeError {
     InvalidWillFlags,
     /// Password Flag set without User Name Flag in MQTT 3.1.1 `[MQTT-3.1.2-22]`.
     PasswordWithoutUsername,
-    /// QoS 3 in a PUBLISH `[MQTT-3.3.1-4]`.
+    /// QoS 3 in a PUBLISH `[MQTT-3.3.1-4]`, or requested QoS 3 in a 3.1.1 SUBSCRIBE
+    /// `[MQTT-3-8.3-4]`.
     InvalidQoS,
     /// DUP set on a QoS 0 PUBLISH `[MQTT-3.3.1-2]`.
     DupOnQoS0,
@@ -60,6 +61,10 @@ pub enum DecodeError {
     NoTopicFilters,
     /// Reserved bits of the subscription options are set `[MQTT-3.8.3-5]`.
     ReservedSubscriptionOptions,
+    /// Maximum QoS 3 in MQTT 5 subscription options: "It is a Protocol Error if the Maximum QoS
+    /// field has the value 3" (MQTT 5 §3.8.3.1). In 3.1.1 the same byte is malformed
+    /// `[MQTT-3-8.3-4]` and decodes as [`DecodeError::InvalidQoS`].
+    InvalidSubscriptionQoS,
     /// Retain Handling 3 in subscription options (MQTT 5 §3.8.3.1).
     InvalidRetainHandling,
     /// No Local on a shared subscription `[MQTT-3.8.3-4]`.
@@ -72,7 +77,7 @@ pub enum DecodeError {
     SessionPresentOnFailure,
     /// A property identifier the specification does not define.
     UnknownProperty(u8),
-    /// A property that may not appear in this packet.
+    /// A property that may not appear in this packet: a Malformed Packet (MQTT 5 §2.2.2.2).
     PropertyNotAllowed(u8),
     /// A property that may appear at most once appears twice.
     DuplicateProperty(u8),
@@ -95,11 +100,11 @@ impl DecodeError {
             | EmptyTopicWithoutAlias
             | InvalidResponseTopic
             | NoTopicFilters
+            | InvalidSubscriptionQoS
             | InvalidRetainHandling
             | NoLocalOnSharedSubscription
             | InvalidReasonCode(_)
             | SessionPresentOnFailure
-            | PropertyNotAllowed(_)
             | DuplicateProperty(_)
             | InvalidPropertyValue(_)
             | AuthDataWithoutMethod => ReasonCode::PROTOCOL_ERROR,
@@ -120,7 +125,11 @@ impl DecodeError {
             | InvalidTopicFilter(_)
             | ReservedSubscriptionOptions
             | ReservedConnAckFlags
-            | UnknownProperty(_) => ReasonCode::MALFORMED_PACKET,
+            | UnknownProperty(_)
+            // MQTT 5 §2.2.2.2: "A Control Packet which contains an Identifier which is not valid
+            // for its packet type, or contains a value not of the specified data type, is a
+            // Malformed Packet."
+            | PropertyNotAllowed(_) => ReasonCode::MALFORMED_PACKET,
         }
     }
 }

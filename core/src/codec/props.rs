@@ -1,8 +1,8 @@
 //! MQTT 5.0 properties (§2.2.2): identifiers, typed values, and one typed struct per packet.
 //!
-//! A property block is decoded in one pass that rejects unknown identifiers (0x81), properties
-//! not allowed in the packet (0x82), duplicates of "at most once" properties (0x82) and values
-//! out of range (0x82). User Properties and repeated Subscription Identifiers stay in the
+//! A property block is decoded in one pass that rejects unknown identifiers and properties not
+//! allowed in the packet (both 0x81, §2.2.2.2), duplicates of "at most once" properties (0x82)
+//! and values out of range (0x82). User Properties and repeated Subscription Identifiers stay in the
 //! validated block and are read again, in their original order, when iterated.
 
 use core::num::{NonZeroU16, NonZeroU32};

@@ -44,7 +44,13 @@ fn check_options(byte: u8, filter: &str, version: ProtocolVersion) -> Result<(),
         return Err(DecodeError::ReservedSubscriptionOptions);
     }
     if byte & 0b11 == 3 {
-        return Err(DecodeError::InvalidQoS);
+        // MQTT 5 §3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3";
+        // MQTT 3.1.1 treats it as malformed [MQTT-3-8.3-4].
+        return Err(if version.is_v5() {
+            DecodeError::InvalidSubscriptionQoS
+        } else {
+            DecodeError::InvalidQoS
+        });
     }
     if (byte >> 4) & 0b11 == 3 {
         return Err(DecodeError::InvalidRetainHandling);
