@@ -261,3 +261,34 @@ impl Tree {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_stay_compact() {
+        assert_eq!(core::mem::size_of::<Node>(), 24);
+        assert_eq!(core::mem::size_of::<Links>(), 12);
+    }
+
+    #[test]
+    fn plus_children_and_literal_children_are_freed() {
+        let mut labels = Interner::new(1);
+        let mut tree = Tree::new(2, true);
+        let path = ["a", "+", "b"].map(Step::of);
+        let leaf = tree.insert(&mut labels, path.into_iter());
+        assert_eq!(tree.node_count(), 3);
+        assert_eq!(tree.find(&labels, path.into_iter()), leaf);
+        tree.node_mut(leaf).exact = 0;
+        let other = tree.insert(&mut labels, ["a", "c"].map(Step::of).into_iter());
+        tree.prune(&mut labels, other);
+        assert_eq!(tree.node_count(), 3);
+        tree.node_mut(leaf).exact = NONE;
+        tree.prune(&mut labels, leaf);
+        assert_eq!(tree.node_count(), 0);
+        assert_eq!(tree.node(ROOT).children, 0);
+        assert_eq!(tree.links[ROOT as usize].first_child, NONE);
+        assert_eq!(labels.find("a"), NONE);
+    }
+}

@@ -561,3 +561,28 @@ fn walk(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_stay_compact() {
+        assert_eq!(core::mem::size_of::<Record>(), 20);
+    }
+
+    #[test]
+    fn options_round_trip_through_packing() {
+        let options = SubscriptionOptions {
+            qos: QoS::ExactlyOnce,
+            no_local: true,
+            retain_as_published: true,
+            ..SubscriptionOptions::default()
+        };
+        let packed = pack(options, MAX_SUBSCRIPTION_IDENTIFIER);
+        assert_eq!(unpack_qos(packed), QoS::ExactlyOnce);
+        assert_ne!(packed & NO_LOCAL, 0);
+        assert_ne!(packed & RETAIN_AS_PUBLISHED, 0);
+        assert_eq!(packed >> 4, MAX_SUBSCRIPTION_IDENTIFIER);
+    }
+}
