@@ -441,6 +441,8 @@ fn rows() -> Vec<Row> {
             p(&[0xE0, 0x03, 0x00, 0x05, 0x1F]), Truncated, 0x81),
         ("3.14.2 DISCONNECT with a byte after its properties", V5,
             p(&[0xE0, 0x03, 0x00, 0x00, 0x00]), TrailingBytes, 0x81),
+        ("3.15.2.1 AUTH reason code without a property length", V5,
+            p(&[0xF0, 0x01, 0x18]), Truncated, 0x81),
         ("3.15.2.2.3 AUTH data without an authentication method", V5,
             p(&[0xF0, 0x06, 0x18, 0x04, 0x16, 0x00, 0x01, 0xAA]), AuthDataWithoutMethod, 0x82),
         ("MQTT-3.15.2-1 AUTH reason 0x01", V5,

@@ -1094,7 +1094,26 @@ fn v5_auth_short_and_full_forms() {
     // 3.15.2.1: reason code and property length omitted for success without properties.
     let expected = Packet::Auth(Auth::default());
     assert_round_trip(V5, &[0xF0, 0x00], &expected);
+    // Accepted although §3.15.2.2.2 makes omitting the Authentication Method a Protocol Error
+    // (see the note in teardown.rs): explicit reason 0x00 and property length 0.
     assert_decodes(V5, &[0xF0, 0x02, 0x00, 0x00], &expected);
+
+    // Success with the method, for a completed re-authentication (4.12.1).
+    #[rustfmt::skip]
+    let success_with_method = [
+        0xF0, 0x06,                         // 3.15.1 AUTH, remaining length 6
+        0x00,                               // 3.15.2.1 Success
+        0x04,                               // 3.15.2.2.1 property length 4
+        0x15, 0x00, 0x01, b'm',             // 3.15.2.2.2 authentication method "m"
+    ];
+    let expected = Packet::Auth(Auth {
+        reason: ReasonCode::SUCCESS,
+        properties: AuthProperties {
+            authentication_method: Some("m"),
+            ..AuthProperties::default()
+        },
+    });
+    assert_round_trip(V5, &success_with_method, &expected);
 
     #[rustfmt::skip]
     let bytes = [
@@ -1121,6 +1140,16 @@ fn v5_auth_short_and_full_forms() {
         expected.encode(V311, &mut [0u8; 64]),
         Err(EncodeError::NotInVersion)
     );
+}
+
+#[test]
+fn v5_auth_never_encodes_a_reason_code_without_property_length() {
+    // §3.15.2.1 allows omitting the reason code and the property length only together.
+    let auth = Packet::Auth(Auth {
+        reason: ReasonCode::RE_AUTHENTICATE,
+        properties: AuthProperties::default(),
+    });
+    assert_encodes(V5, &auth, &[0xF0, 0x02, 0x19, 0x00]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ pub enum DecodeError {
     DuplicateProperty(u8),
     /// A property with a value outside its range (for example Receive Maximum 0).
     InvalidPropertyValue(u8),
-    /// Authentication Data without an Authentication Method (MQTT 5 §3.1.2.11.10).
+    /// Authentication Data without an Authentication Method (MQTT 5 §3.1.2.11.10, §3.15.2.2.2).
     AuthDataWithoutMethod,
 }
 

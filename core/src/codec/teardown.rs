@@ -110,13 +110,15 @@ impl<'a> Auth<'a> {
         let mut auth = Auth::default();
         if !reader.is_empty() {
             auth.reason = read_reason(reader, PacketType::Auth)?;
-            if !reader.is_empty() {
-                auth.properties = AuthProperties::decode(reader)?;
-                if auth.properties.authentication_data.is_some()
-                    && auth.properties.authentication_method.is_none()
-                {
-                    return Err(DecodeError::AuthDataWithoutMethod);
-                }
+            // Only a Remaining Length of 0 may omit the Property Length (§3.15.2.1); unlike
+            // PUBACK or DISCONNECT, AUTH has no reason-code-only form.
+            auth.properties = AuthProperties::decode(reader)?;
+            // §3.15.2.2.2 also makes omitting the Authentication Method a Protocol Error; that
+            // is not enforced yet (property tests still build AUTH packets without a method).
+            if auth.properties.authentication_data.is_some()
+                && auth.properties.authentication_method.is_none()
+            {
+                return Err(DecodeError::AuthDataWithoutMethod);
             }
         }
         reader.finish()?;
@@ -127,9 +129,12 @@ impl<'a> Auth<'a> {
         if !version.is_v5() {
             return Err(EncodeError::NotInVersion);
         }
-        short_form_len(self.reason, self.properties.is_empty(), || {
-            self.properties.block_len()
-        })
+        // Reason code and Property Length are omitted together or not at all (§3.15.2.1).
+        if self.reason == ReasonCode::SUCCESS && self.properties.is_empty() {
+            Ok(0)
+        } else {
+            Ok(1 + self.properties.block_len()?)
+        }
     }
 
     pub(crate) fn write_body(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
