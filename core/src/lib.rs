@@ -13,8 +13,7 @@
 //! | [`codec`] | the wire: framing, zero-copy decoding of every MQTT 3.1/3.1.1/5.0 packet into borrowed views, encoding into caller buffers, strict validation with the reason code to answer |
 //! | [`topic`] | topic names and filters: validation, matching, the subscription trie, shared groups, retained index |
 //! | [`limits`] | [`Limits`](limits::Limits): every bound of the broker (connections, subscriptions, topics, queues, retained, packets...) in one value |
-//!
-//! The session state machine and the broker engine (`session`, `broker`) are built on these.
+//! | `broker`  | the engine (feature `alloc`): connections, sessions, QoS flows, queues, wills, auth hooks, events, timers |
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -28,9 +27,11 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+pub mod broker;
 pub mod codec;
 pub mod limits;
 pub mod topic;
 pub mod types;
 
-pub use types::{ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+pub use types::{Instant, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};

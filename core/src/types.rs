@@ -100,3 +100,25 @@ impl SubscriptionOptions {
         byte
     }
 }
+
+/// A point in time, in milliseconds since an origin the port chooses (typically its start).
+/// The core never reads a clock: every call that needs the time is given one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(pub u64);
+
+impl Instant {
+    /// This instant plus `millis` milliseconds, saturating.
+    pub const fn plus_millis(self, millis: u64) -> Instant {
+        Instant(self.0.saturating_add(millis))
+    }
+
+    /// This instant plus `seconds` seconds, saturating.
+    pub const fn plus_secs(self, seconds: u64) -> Instant {
+        self.plus_millis(seconds.saturating_mul(1000))
+    }
+
+    /// Milliseconds from `earlier` to this instant, or 0 if `earlier` is later.
+    pub const fn millis_since(self, earlier: Instant) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}

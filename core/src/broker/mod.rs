@@ -1,0 +1,1924 @@
+//! The broker engine: MQTT 5.0 and 3.1.1 server semantics as a state machine with no I/O.
+//!
+//! The port drives it (DESIGN.md, "core: a broker with no I/O"):
+//! 1. [`Broker::open`] when a client connects, then [`Broker::handle_input`] with the bytes it
+//!    reads (the engine consumes whole packets and says how many bytes; the port keeps the rest);
+//! 2. [`Broker::poll_writable`] names connections with bytes to send: write
+//!    [`Broker::output`], then [`Broker::consume_output`]; close the socket when
+//!    [`Broker::is_closing`] and the output is empty, and call [`Broker::closed`];
+//! 3. [`Broker::poll_event`] for hooks, metrics, rules and bridges;
+//! 4. [`Broker::handle_timeout`] at [`Broker::poll_timeout`] (keep alive, connect timeout, will
+//!    delay, session expiry).
+//!
+//! Messages are stored once ([`SharedMessage`]) and shared by every queue that holds them.
+
+mod auth;
+mod config;
+mod event;
+mod message;
+mod session;
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+use core::fmt::Write as _;
+use core::num::{NonZeroU16, NonZeroU32};
+
+pub use auth::{
+    Access, AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo, ConnectInfo,
+};
+pub use config::Config;
+pub use event::{CloseCause, DropReason, Event, SessionEnd};
+pub use message::{Message, MessageProperties, SharedMessage};
+
+use crate::codec::{
+    self, Ack, AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect,
+    DecodeError, Decoded, Disconnect, Packet, Publish, PublishProperties, QosPid, ReasonCode,
+    Repeated, SubAck, Subscribe, SubscriptionId, UnsubAck, Unsubscribe,
+};
+use crate::topic::{
+    Matches, Publisher, RetainedIndex, RetainedMessage, SubscribeError, SubscribeOutcome,
+    SubscriberId, SubscriptionIndex,
+};
+use crate::{Instant, ProtocolVersion, QoS, RetainHandling};
+use session::{Awaiting, Inflight, Outgoing, PendingWill, Session};
+
+/// A network connection, as the engine names it. Stale ids (of closed connections) are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+/// Counters for metrics and `$SYS`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Clients connected now.
+    pub connected: u32,
+    /// Sessions, connected or not.
+    pub sessions: u32,
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: u64,
+    /// Deliveries dropped (queue full, expired, too large, not authorized, offline QoS 0).
+    pub messages_dropped: u64,
+    /// Access checks that said no, and refused connections.
+    pub denials: u64,
+    /// Connections closed for breaking the protocol.
+    pub protocol_errors: u64,
+}
+
+/// What CONNECT asked for, kept while authentication runs.
+#[derive(Debug)]
+struct ConnectRequest {
+    client_id: Box<str>,
+    assigned_client_id: bool,
+    clean_start: bool,
+    keep_alive: u16,
+    server_keep_alive: Option<u16>,
+    session_expiry: u32,
+    receive_maximum: u16,
+    maximum_packet_size: u32,
+    topic_alias_maximum: u16,
+    will: Option<PendingWill>,
+    username: Option<Box<str>>,
+    password: Option<Box<[u8]>>,
+    auth_method: Option<Box<str>>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    AwaitingConnect,
+    Authenticating(Box<ConnectRequest>),
+    Connected,
+    Closing,
+}
+
+#[derive(Debug)]
+struct Connection {
+    generation: u32,
+    phase: Phase,
+    version: ProtocolVersion,
+    session: Option<u32>,
+    out: Vec<u8>,
+    queued_writable: bool,
+    /// `connection_lost` ran: the session no longer points here.
+    lost: bool,
+    last_received: Instant,
+    keep_alive: u16,
+    /// The client's limits on what the broker sends it.
+    receive_maximum: u16,
+    maximum_packet_size: u32,
+    topic_alias_maximum: u16,
+    inbound_aliases: Vec<Option<Box<str>>>,
+    outbound_aliases: Vec<Box<str>>,
+    listener: u16,
+    username: Option<Box<str>>,
+    auth_method: Option<Box<str>>,
+    reauthenticating: bool,
+}
+
+impl Connection {
+    fn new(generation: u32, listener: u16, now: Instant) -> Self {
+        Connection {
+            generation,
+            phase: Phase::AwaitingConnect,
+            version: ProtocolVersion::V3_1_1,
+            session: None,
+            out: Vec::new(),
+            queued_writable: false,
+            lost: false,
+            last_received: now,
+            keep_alive: 0,
+            receive_maximum: u16::MAX,
+            maximum_packet_size: u32::MAX,
+            topic_alias_maximum: 0,
+            inbound_aliases: Vec::new(),
+            outbound_aliases: Vec::new(),
+            listener,
+            username: None,
+            auth_method: None,
+            reauthenticating: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    ConnectTimeout,
+    KeepAlive,
+    Will,
+    SessionExpiry,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: Instant,
+    kind: TimerKind,
+    index: u32,
+    generation: u32,
+}
+
+impl RetainedMessage for SharedMessage {
+    fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+    fn retained_bytes(&self) -> usize {
+        self.payload.len() + self.properties.heap_size()
+    }
+}
+
+/// The broker engine. See the module documentation for how a port drives it.
+pub struct Broker {
+    config: Config,
+    connections: Vec<Option<Connection>>,
+    connection_generations: Vec<u32>,
+    free_connections: Vec<u32>,
+    sessions: Vec<Option<Session>>,
+    free_sessions: Vec<u32>,
+    by_client_id: BTreeMap<Box<str>, u32>,
+    subscriptions: SubscriptionIndex,
+    retained: RetainedIndex<SharedMessage>,
+    matches: Matches,
+    timers: BinaryHeap<Reverse<Timer>>,
+    events: VecDeque<Event>,
+    writable: VecDeque<ConnId>,
+    authenticator: Box<dyn Authenticator>,
+    authorizer: Box<dyn Authorizer>,
+    assigned_ids: u64,
+    seed: u64,
+    stats: Stats,
+}
+
+impl core::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Broker")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a connection may stay silent: 1.5 times its keep alive `[MQTT-3.1.2-24]`.
+fn keep_alive_deadline(last: Instant, keep_alive: u16) -> Instant {
+    last.plus_millis(u64::from(keep_alive) * 1500)
+}
+
+fn push_packet(out: &mut Vec<u8>, packet: &Packet<'_>, version: ProtocolVersion) -> bool {
+    let Ok(len) = packet.encoded_len(version) else {
+        return false;
+    };
+    let start = out.len();
+    out.resize(start + len, 0);
+    match packet.encode(version, &mut out[start..]) {
+        Ok(_) => true,
+        Err(_) => {
+            out.truncate(start);
+            false
+        }
+    }
+}
+
+impl Broker {
+    /// A broker that lets everyone in and allows everything (set an [`Authenticator`] and an
+    /// [`Authorizer`] for anything else). `seed` drives client id assignment and random member
+    /// choice in shared subscriptions.
+    pub fn new(config: Config, seed: u64) -> Self {
+        Broker {
+            subscriptions: SubscriptionIndex::new(&config.limits, config.shared_strategy, seed),
+            retained: RetainedIndex::new(&config.limits, seed ^ 0x5bd1_e995),
+            matches: Matches::new(seed | 1),
+            config,
+            connections: Vec::new(),
+            connection_generations: Vec::new(),
+            free_connections: Vec::new(),
+            sessions: Vec::new(),
+            free_sessions: Vec::new(),
+            by_client_id: BTreeMap::new(),
+            timers: BinaryHeap::new(),
+            events: VecDeque::new(),
+            writable: VecDeque::new(),
+            authenticator: Box::new(AllowAll),
+            authorizer: Box::new(AllowAll),
+            assigned_ids: 0,
+            seed,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Replaces the authenticator (applies to connections that CONNECT from now on).
+    pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        self.authenticator = authenticator;
+    }
+
+    /// Replaces the authorizer (applies to every check from now on).
+    pub fn set_authorizer(&mut self, authorizer: Box<dyn Authorizer>) {
+        self.authorizer = authorizer;
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies a new configuration at run time (limits, keep alive, aliases...). Existing
+    /// subscriptions, queues and retained messages stay even if now above a lowered bound; new
+    /// ones are checked against it.
+    pub fn set_config(&mut self, config: Config) {
+        self.subscriptions.set_strategy(config.shared_strategy);
+        self.config = config;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Retained messages stored.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Subscriptions of all sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// Nodes of the subscription trie (for leak checks: zero when nobody subscribes).
+    pub fn subscription_nodes(&self) -> usize {
+        self.subscriptions.node_count()
+    }
+
+    /// Messages queued for `client_id`'s session, if it exists.
+    pub fn queued_messages(&self, client_id: &str) -> Option<usize> {
+        let index = *self.by_client_id.get(client_id)?;
+        self.session(index).map(|session| session.queue.len())
+    }
+
+    // ----- connections ---------------------------------------------------------------------
+
+    /// Registers a new network connection that arrived on `listener`; CONNECT must follow
+    /// within the connect timeout.
+    pub fn open(&mut self, listener: u16, now: Instant) -> ConnId {
+        let index = match self.free_connections.pop() {
+            Some(index) => index,
+            None => {
+                self.connections.push(None);
+                self.connection_generations.push(0);
+                (self.connections.len() - 1) as u32
+            }
+        };
+        let generation = self.connection_generations[index as usize].wrapping_add(1);
+        self.connection_generations[index as usize] = generation;
+        self.connections[index as usize] = Some(Connection::new(generation, listener, now));
+        self.timers.push(Reverse(Timer {
+            at: now.plus_millis(self.config.connect_timeout_ms),
+            kind: TimerKind::ConnectTimeout,
+            index,
+            generation,
+        }));
+        ConnId { index, generation }
+    }
+
+    fn connection(&self, id: ConnId) -> Option<&Connection> {
+        find_connection(&self.connections, id)
+    }
+
+    fn connection_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.connections
+            .get_mut(id.index as usize)?
+            .as_mut()
+            .filter(|c| c.generation == id.generation)
+    }
+
+    fn session(&self, index: u32) -> Option<&Session> {
+        self.sessions.get(index as usize)?.as_ref()
+    }
+
+    fn session_mut(&mut self, index: u32) -> Option<&mut Session> {
+        self.sessions.get_mut(index as usize)?.as_mut()
+    }
+
+    /// Bytes waiting to be written to `conn`.
+    pub fn output(&self, conn: ConnId) -> &[u8] {
+        self.connection(conn).map_or(&[], |c| &c.out)
+    }
+
+    /// Marks the first `written` bytes of [`Broker::output`] as sent.
+    pub fn consume_output(&mut self, conn: ConnId, written: usize) {
+        if let Some(connection) = self.connection_mut(conn) {
+            let written = written.min(connection.out.len());
+            connection.out.drain(..written);
+            if connection.out.is_empty() && connection.out.capacity() > 4096 {
+                // Buffers grow to the packet in hand and shrink back when idle.
+                connection.out = Vec::new();
+            }
+        }
+    }
+
+    /// True when the engine wants `conn` closed once its output is written.
+    pub fn is_closing(&self, conn: ConnId) -> bool {
+        self.connection(conn)
+            .is_none_or(|c| matches!(c.phase, Phase::Closing))
+    }
+
+    /// The next connection with new output or that must close, since the last call.
+    pub fn poll_writable(&mut self) -> Option<ConnId> {
+        while let Some(id) = self.writable.pop_front() {
+            if let Some(connection) = self.connection_mut(id) {
+                connection.queued_writable = false;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn mark_writable(&mut self, id: ConnId) {
+        if let Some(connection) = self.connection_mut(id) {
+            if !connection.queued_writable {
+                connection.queued_writable = true;
+                self.writable.push_back(id);
+            }
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The port reports that the network connection is gone (closed by either side, or failed).
+    /// The id is invalid afterwards.
+    pub fn closed(&mut self, conn: ConnId, now: Instant) {
+        if self.connection(conn).is_none() {
+            return;
+        }
+        self.connection_lost(conn, CloseCause::NetworkClosed, now);
+        if let Some(slot) = self.connections.get_mut(conn.index as usize) {
+            *slot = None;
+            self.free_connections.push(conn.index);
+        }
+    }
+
+    /// Encodes `packet` for `conn` and queues it for writing.
+    fn send(&mut self, conn: ConnId, packet: &Packet<'_>) {
+        let Some(connection) = self.connection_mut(conn) else {
+            return;
+        };
+        if matches!(connection.phase, Phase::Closing) {
+            return;
+        }
+        let version = connection.version;
+        let was_empty = connection.out.is_empty();
+        if push_packet(&mut connection.out, packet, version) && was_empty {
+            self.mark_writable(conn);
+        }
+    }
+
+    /// Starts closing `conn`: after what is queued is written, the port closes it.
+    fn begin_close(&mut self, conn: ConnId, cause: CloseCause, now: Instant) {
+        let Some(connection) = self.connection_mut(conn) else {
+            return;
+        };
+        if matches!(connection.phase, Phase::Closing) {
+            return;
+        }
+        connection.phase = Phase::Closing;
+        connection.queued_writable = false;
+        self.connection_lost(conn, cause, now);
+        self.mark_writable(conn);
+    }
+
+    /// Closes `conn` for a protocol violation: DISCONNECT with `reason` to an MQTT 5 client
+    /// that completed CONNECT `[MQTT-4.13.1-1]`, nothing otherwise.
+    fn protocol_violation(&mut self, conn: ConnId, reason: ReasonCode, now: Instant) {
+        self.stats.protocol_errors += 1;
+        if let Some(connection) = self.connection(conn) {
+            if connection.version.is_v5() && matches!(connection.phase, Phase::Connected) {
+                self.send(conn, &Packet::Disconnect(Disconnect::with_reason(reason)));
+            }
+        }
+        self.begin_close(conn, CloseCause::ProtocolError(reason), now);
+    }
+
+    /// The connection ends: detach its session, handle the will and the session's expiry.
+    fn connection_lost(&mut self, conn: ConnId, cause: CloseCause, now: Instant) {
+        let Some(connection) = self.connection_mut(conn) else {
+            return;
+        };
+        if connection.lost {
+            return;
+        }
+        connection.lost = true;
+        let session_index = connection.session.take();
+        let client_id = session_index
+            .and_then(|index| self.session(index))
+            .map(|session| session.client_id.clone());
+        if let Some(index) = session_index {
+            self.detach_session(index, cause, now);
+            self.stats.connected = self.stats.connected.saturating_sub(1);
+        }
+        self.events.push_back(Event::ClientDisconnected {
+            conn,
+            client_id,
+            cause,
+        });
+    }
+
+    fn detach_session(&mut self, index: u32, cause: CloseCause, now: Instant) {
+        let max_expiry = self.config.max_session_expiry;
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        session.conn = None;
+        session.epoch = session.epoch.wrapping_add(1);
+        let epoch = session.epoch;
+        let expiry = session.expiry_secs.min(max_expiry);
+        // The will is deleted on a normal DISCONNECT and kept for 0x04 and every abnormal end.
+        let will = session.will.take();
+        let publish_will = match cause {
+            CloseCause::ClientDisconnect(reason) => {
+                reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE
+            }
+            CloseCause::ServerShutdown => false,
+            _ => true,
+        };
+        if expiry == 0 {
+            if let (true, Some(will)) = (publish_will, will) {
+                self.publish_will(will.message, now);
+            }
+            self.end_session(index, SessionEnd::Expired);
+            return;
+        }
+        if let (true, Some(will)) = (publish_will, will) {
+            // Published after the will delay, or when the session ends, whichever is first.
+            if will.delay_secs == 0 {
+                self.publish_will(will.message, now);
+            } else {
+                let due = now.plus_secs(u64::from(will.delay_secs.min(expiry)));
+                if let Some(session) = self.session_mut(index) {
+                    session.will = Some(will);
+                    session.will_due = Some(due);
+                }
+                self.timers.push(Reverse(Timer {
+                    at: due,
+                    kind: TimerKind::Will,
+                    index,
+                    generation: epoch,
+                }));
+            }
+        }
+        if expiry != u32::MAX {
+            self.timers.push(Reverse(Timer {
+                at: now.plus_secs(u64::from(expiry)),
+                kind: TimerKind::SessionExpiry,
+                index,
+                generation: epoch,
+            }));
+        }
+    }
+
+    /// Discards a session: its subscriptions, queue and inflight messages.
+    fn end_session(&mut self, index: u32, reason: SessionEnd) {
+        let Some(session) = self.sessions.get_mut(index as usize).and_then(Option::take) else {
+            return;
+        };
+        self.subscriptions.unsubscribe_all(SubscriberId(index));
+        self.by_client_id.remove(&session.client_id);
+        self.free_sessions.push(index);
+        self.stats.sessions = self.stats.sessions.saturating_sub(1);
+        self.events.push_back(Event::SessionTerminated {
+            session: SubscriberId(index),
+            client_id: session.client_id,
+            reason,
+        });
+    }
+
+    fn publish_will(&mut self, message: SharedMessage, now: Instant) {
+        let message = Arc::new(Message {
+            received_at: now,
+            ..Message::clone(&message)
+        });
+        self.accept_message(None, message, now);
+    }
+
+    // ----- time ----------------------------------------------------------------------------
+
+    /// When [`Broker::handle_timeout`] should be called next (it may be called earlier).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse(timer)| timer.at)
+    }
+
+    /// Runs every deadline that has passed at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse(timer)) = self.timers.peek().copied() {
+            if timer.at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer.kind {
+                TimerKind::ConnectTimeout => self.connect_timeout(timer, now),
+                TimerKind::KeepAlive => self.keep_alive_check(timer, now),
+                TimerKind::Will => self.will_due(timer, now),
+                TimerKind::SessionExpiry => self.session_expired(timer),
+            }
+        }
+    }
+
+    fn timer_connection(&self, timer: &Timer) -> Option<ConnId> {
+        let id = ConnId {
+            index: timer.index,
+            generation: timer.generation,
+        };
+        self.connection(id).map(|_| id)
+    }
+
+    fn connect_timeout(&mut self, timer: Timer, now: Instant) {
+        if let Some(id) = self.timer_connection(&timer) {
+            let waiting = self.connection(id).is_some_and(|c| {
+                matches!(c.phase, Phase::AwaitingConnect | Phase::Authenticating(_))
+            });
+            if waiting {
+                self.begin_close(id, CloseCause::ConnectTimeout, now);
+            }
+        }
+    }
+
+    fn keep_alive_check(&mut self, timer: Timer, now: Instant) {
+        let Some(id) = self.timer_connection(&timer) else {
+            return;
+        };
+        let Some(connection) = self.connection(id) else {
+            return;
+        };
+        if !matches!(connection.phase, Phase::Connected) || connection.keep_alive == 0 {
+            return;
+        }
+        let deadline = keep_alive_deadline(connection.last_received, connection.keep_alive);
+        if now >= deadline {
+            if connection.version.is_v5() {
+                self.send(
+                    id,
+                    &Packet::Disconnect(Disconnect::with_reason(ReasonCode::KEEP_ALIVE_TIMEOUT)),
+                );
+            }
+            self.begin_close(id, CloseCause::KeepAliveTimeout, now);
+        } else {
+            self.timers.push(Reverse(Timer {
+                at: deadline,
+                ..timer
+            }));
+        }
+    }
+
+    fn will_due(&mut self, timer: Timer, now: Instant) {
+        let Some(session) = self.session_mut(timer.index) else {
+            return;
+        };
+        if session.epoch != timer.generation || session.conn.is_some() {
+            return;
+        }
+        session.will_due = None;
+        if let Some(will) = session.will.take() {
+            self.publish_will(will.message, now);
+        }
+    }
+
+    fn session_expired(&mut self, timer: Timer) {
+        let current = self
+            .session(timer.index)
+            .is_some_and(|s| s.epoch == timer.generation && s.conn.is_none());
+        if current {
+            // A will still waiting for its delay is published when the session ends.
+            if let Some(will) = self.session_mut(timer.index).and_then(|s| s.will.take()) {
+                self.publish_will(will.message, timer.at);
+            }
+            self.end_session(timer.index, SessionEnd::Expired);
+        }
+    }
+
+    // ----- input ---------------------------------------------------------------------------
+
+    /// Handles bytes read from `conn`: every whole packet at the start of `bytes` is processed,
+    /// and the number of bytes they used is returned (the port keeps the rest and calls again
+    /// when more arrive). After a protocol violation the rest is discarded (all of `bytes` is
+    /// reported used) and the connection is closing.
+    pub fn handle_input(&mut self, conn: ConnId, bytes: &[u8], now: Instant) -> usize {
+        let mut used = 0;
+        loop {
+            let Some(connection) = self.connection(conn) else {
+                return bytes.len();
+            };
+            if matches!(connection.phase, Phase::Closing) {
+                return bytes.len();
+            }
+            let version = connection.version;
+            let max = self.config.limits.max_packet_size as usize;
+            let rest = &bytes[used..];
+            match codec::decode(rest, version, max) {
+                Ok(Decoded::Incomplete { .. }) => return used,
+                Ok(Decoded::Packet { packet, len }) => {
+                    used += len;
+                    if let Some(connection) = self.connection_mut(conn) {
+                        connection.last_received = now;
+                    }
+                    self.handle_packet(conn, packet, now);
+                }
+                Err(error) => {
+                    self.decode_failed(conn, error, rest, now);
+                    return bytes.len();
+                }
+            }
+        }
+    }
+
+    fn decode_failed(&mut self, conn: ConnId, error: DecodeError, bytes: &[u8], now: Instant) {
+        let awaiting_connect = self
+            .connection(conn)
+            .is_some_and(|c| matches!(c.phase, Phase::AwaitingConnect));
+        if !awaiting_connect {
+            self.protocol_violation(conn, error.reason_code(), now);
+            return;
+        }
+        // A CONNECT we could not decode: answer in the version it claims where we can tell
+        // `[MQTT-3.1.2-2]`, else just close `[MQTT-4.8.0-1]`.
+        let is_connect = bytes.first().is_some_and(|b| b >> 4 == 1);
+        let claimed_level = connect_level(bytes);
+        if is_connect {
+            match (error, claimed_level) {
+                (DecodeError::UnsupportedProtocolLevel(_), _) => {
+                    self.refuse_with_version(
+                        conn,
+                        ProtocolVersion::V3_1_1,
+                        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                        now,
+                    );
+                    return;
+                }
+                (_, Some(5)) => {
+                    self.refuse_with_version(conn, ProtocolVersion::V5, error.reason_code(), now);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.stats.protocol_errors += 1;
+        self.begin_close(conn, CloseCause::ProtocolError(error.reason_code()), now);
+    }
+
+    fn handle_packet(&mut self, conn: ConnId, packet: Packet<'_>, now: Instant) {
+        let Some(connection) = self.connection(conn) else {
+            return;
+        };
+        match (&connection.phase, packet) {
+            (Phase::AwaitingConnect, Packet::Connect(connect)) => {
+                self.handle_connect(conn, connect, now)
+            }
+            // The first packet must be CONNECT `[MQTT-3.1.0-1]`.
+            (Phase::AwaitingConnect, _) => {
+                self.stats.protocol_errors += 1;
+                self.begin_close(
+                    conn,
+                    CloseCause::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+                    now,
+                );
+            }
+            (Phase::Authenticating(_), Packet::Auth(auth)) => {
+                self.handle_auth_step(conn, auth, now)
+            }
+            (Phase::Authenticating(_), _) => {
+                self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now)
+            }
+            (Phase::Closing, _) => {}
+            (Phase::Connected, packet) => match packet {
+                Packet::Publish(publish) => self.handle_publish(conn, publish, now),
+                Packet::PubAck(ack) => self.handle_puback(conn, ack, now),
+                Packet::PubRec(ack) => self.handle_pubrec(conn, ack, now),
+                Packet::PubRel(ack) => self.handle_pubrel(conn, ack),
+                Packet::PubComp(ack) => self.handle_pubcomp(conn, ack, now),
+                Packet::Subscribe(subscribe) => self.handle_subscribe(conn, subscribe, now),
+                Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, unsubscribe),
+                Packet::PingReq => self.send(conn, &Packet::PingResp),
+                Packet::Disconnect(disconnect) => self.handle_disconnect(conn, disconnect, now),
+                Packet::Auth(auth) => self.handle_auth_step(conn, auth, now),
+                // A second CONNECT `[MQTT-3.1.0-2]`, or a packet only a server sends.
+                Packet::Connect(_)
+                | Packet::ConnAck(_)
+                | Packet::SubAck(_)
+                | Packet::UnsubAck(_)
+                | Packet::PingResp => {
+                    self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now)
+                }
+            },
+        }
+    }
+
+    // ----- CONNECT and authentication -------------------------------------------------------
+
+    fn refuse_with_version(
+        &mut self,
+        conn: ConnId,
+        version: ProtocolVersion,
+        reason: ReasonCode,
+        now: Instant,
+    ) {
+        if let Some(connection) = self.connection_mut(conn) {
+            connection.version = version;
+        }
+        let connack = ConnAck {
+            session_present: false,
+            reason,
+            properties: ConnAckProperties::default(),
+        };
+        self.send(conn, &Packet::ConnAck(connack));
+        self.stats.denials += 1;
+        self.begin_close(conn, CloseCause::Refused(reason), now);
+    }
+
+    fn refuse(&mut self, conn: ConnId, reason: ReasonCode, now: Instant) {
+        let version = self
+            .connection(conn)
+            .map_or(ProtocolVersion::V3_1_1, |c| c.version);
+        self.refuse_with_version(conn, version, reason, now);
+    }
+
+    fn assign_client_id(&mut self) -> Box<str> {
+        loop {
+            self.assigned_ids += 1;
+            let mut id = String::with_capacity(24);
+            let mixed = self.assigned_ids.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.seed;
+            let _ = write!(id, "femtomq-{mixed:016x}");
+            if !self.by_client_id.contains_key(id.as_str()) {
+                return id.into_boxed_str();
+            }
+        }
+    }
+
+    fn handle_connect(&mut self, conn: ConnId, connect: Connect<'_>, now: Instant) {
+        let v5 = connect.version.is_v5();
+        if let Some(connection) = self.connection_mut(conn) {
+            connection.version = connect.version;
+        }
+        if self.stats.connected >= self.config.limits.max_connections {
+            self.refuse(conn, ReasonCode::QUOTA_EXCEEDED, now);
+            return;
+        }
+        let mut assigned_client_id = false;
+        let client_id: Box<str> = if connect.client_id.is_empty() {
+            // 3.1.1 accepts an empty id only with a clean session `[MQTT-3.1.3-8]`.
+            if !v5 && !connect.clean_start {
+                self.refuse(conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now);
+                return;
+            }
+            assigned_client_id = true;
+            self.assign_client_id()
+        } else {
+            Box::from(connect.client_id)
+        };
+        if client_id.len() > usize::from(self.config.max_client_id_length) {
+            self.refuse(conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now);
+            return;
+        }
+        let mut keep_alive = connect.keep_alive;
+        let mut server_keep_alive = None;
+        if let Some(max) = self.config.max_keep_alive {
+            if keep_alive > max || keep_alive == 0 {
+                if !v5 {
+                    self.refuse(conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now);
+                    return;
+                }
+                keep_alive = max;
+                server_keep_alive = Some(max);
+            }
+        }
+        let properties = &connect.properties;
+        let session_expiry = if v5 {
+            properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let will = connect.will.map(|will| {
+            let mut message = Message::new(will.topic, will.payload, will.qos, will.retain, now);
+            message.properties = MessageProperties::from_will(&will.properties);
+            PendingWill {
+                message: Arc::new(message),
+                delay_secs: will.properties.will_delay_interval.unwrap_or(0),
+            }
+        });
+        let request = Box::new(ConnectRequest {
+            client_id,
+            assigned_client_id,
+            clean_start: connect.clean_start,
+            keep_alive,
+            server_keep_alive,
+            session_expiry: session_expiry.min(self.config.max_session_expiry),
+            receive_maximum: properties.receive_maximum.map_or(u16::MAX, NonZeroU16::get),
+            maximum_packet_size: properties
+                .maximum_packet_size
+                .map_or(u32::MAX, NonZeroU32::get),
+            topic_alias_maximum: properties.topic_alias_maximum.unwrap_or(0),
+            will,
+            username: connect.username.map(Box::from),
+            password: connect.password.map(Box::from),
+            auth_method: properties.authentication_method.map(Box::from),
+        });
+        let listener = self.connection(conn).map_or(0, |c| c.listener);
+        let info = ConnectInfo {
+            client_id: &request.client_id,
+            username: request.username.as_deref(),
+            password: request.password.as_deref(),
+            version: connect.version,
+            listener,
+        };
+        let decision = match properties.authentication_method {
+            Some(method) => {
+                self.authenticator
+                    .start_enhanced(&info, method, properties.authentication_data)
+            }
+            None => self.authenticator.authenticate(&info),
+        };
+        self.apply_connect_decision(conn, request, decision, now);
+    }
+
+    /// Completes a decision that [`Authenticator`] or [`Authorizer`] left
+    /// [`AuthDecision::Pending`] for `conn`.
+    pub fn resolve_auth(&mut self, conn: ConnId, decision: AuthDecision, now: Instant) {
+        let Some(connection) = self.connection_mut(conn) else {
+            return;
+        };
+        match core::mem::replace(&mut connection.phase, Phase::AwaitingConnect) {
+            Phase::Authenticating(request) => {
+                self.apply_connect_decision(conn, request, decision, now)
+            }
+            other => {
+                connection.phase = other;
+                if connection.reauthenticating {
+                    self.apply_reauth_decision(conn, decision, now);
+                }
+            }
+        }
+    }
+
+    fn apply_connect_decision(
+        &mut self,
+        conn: ConnId,
+        request: Box<ConnectRequest>,
+        decision: AuthDecision,
+        now: Instant,
+    ) {
+        match decision {
+            AuthDecision::Allow { username, data } => {
+                self.finish_connect(conn, request, username, data, now)
+            }
+            AuthDecision::Deny(reason) => self.refuse(conn, reason, now),
+            AuthDecision::Continue { data } => {
+                let Some(method) = request.auth_method.clone() else {
+                    // Only enhanced authentication has further steps.
+                    self.refuse(conn, ReasonCode::NOT_AUTHORIZED, now);
+                    return;
+                };
+                self.send_auth(
+                    conn,
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    &method,
+                    Some(&data),
+                );
+                if let Some(connection) = self.connection_mut(conn) {
+                    connection.phase = Phase::Authenticating(request);
+                }
+            }
+            AuthDecision::Pending => {
+                if let Some(connection) = self.connection_mut(conn) {
+                    connection.phase = Phase::Authenticating(request);
+                }
+            }
+        }
+    }
+
+    fn send_auth(&mut self, conn: ConnId, reason: ReasonCode, method: &str, data: Option<&[u8]>) {
+        let auth = Auth {
+            reason,
+            properties: AuthProperties {
+                authentication_method: Some(method),
+                authentication_data: data,
+                ..AuthProperties::default()
+            },
+        };
+        self.send(conn, &Packet::Auth(auth));
+    }
+
+    /// An AUTH packet: the next step of an enhanced authentication, or a re-authentication.
+    fn handle_auth_step(&mut self, conn: ConnId, auth: Auth<'_>, now: Instant) {
+        let data = auth.properties.authentication_data;
+        // Borrow the fields apart: the authenticator is called while the connection is read.
+        let Some(connection) = find_connection(&self.connections, conn) else {
+            return;
+        };
+        let expected = match &connection.phase {
+            Phase::Authenticating(request) => request.auth_method.as_deref(),
+            _ => connection.auth_method.as_deref(),
+        };
+        // AUTH is only valid inside an exchange of the method CONNECT chose `[MQTT-4.12.0-5]`.
+        let Some(method) = auth
+            .properties
+            .authentication_method
+            .filter(|m| Some(*m) == expected)
+        else {
+            self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now);
+            return;
+        };
+        let session = connection
+            .session
+            .and_then(|index| self.sessions.get(index as usize)?.as_ref());
+        let (info, step) = match &connection.phase {
+            Phase::Authenticating(request) => {
+                let info = ConnectInfo {
+                    client_id: &request.client_id,
+                    username: request.username.as_deref(),
+                    password: request.password.as_deref(),
+                    version: connection.version,
+                    listener: connection.listener,
+                };
+                (
+                    info,
+                    (auth.reason == ReasonCode::CONTINUE_AUTHENTICATION).then_some(false),
+                )
+            }
+            _ => {
+                let Some(session) = session else {
+                    return;
+                };
+                let info = ConnectInfo {
+                    client_id: &session.client_id,
+                    username: connection.username.as_deref(),
+                    password: None,
+                    version: connection.version,
+                    listener: connection.listener,
+                };
+                let step = match auth.reason {
+                    ReasonCode::RE_AUTHENTICATE => Some(true),
+                    ReasonCode::CONTINUE_AUTHENTICATION if connection.reauthenticating => {
+                        Some(false)
+                    }
+                    _ => None,
+                };
+                (info, step)
+            }
+        };
+        let decision = match step {
+            Some(true) => self.authenticator.start_enhanced(&info, method, data),
+            Some(false) => self.authenticator.continue_enhanced(&info, method, data),
+            None => {
+                self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now);
+                return;
+            }
+        };
+        let connecting = matches!(connection.phase, Phase::Authenticating(_));
+        if connecting {
+            self.resolve_auth(conn, decision, now);
+        } else {
+            if let Some(connection) = self.connection_mut(conn) {
+                connection.reauthenticating = true;
+            }
+            self.apply_reauth_decision(conn, decision, now);
+        }
+    }
+
+    fn apply_reauth_decision(&mut self, conn: ConnId, decision: AuthDecision, now: Instant) {
+        let Some(method) = self.connection(conn).and_then(|c| c.auth_method.clone()) else {
+            return;
+        };
+        match decision {
+            AuthDecision::Allow { data, .. } => {
+                if let Some(connection) = self.connection_mut(conn) {
+                    connection.reauthenticating = false;
+                }
+                self.send_auth(conn, ReasonCode::SUCCESS, &method, data.as_deref());
+            }
+            AuthDecision::Continue { data } => {
+                self.send_auth(
+                    conn,
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    &method,
+                    Some(&data),
+                );
+            }
+            AuthDecision::Deny(reason) => {
+                self.stats.denials += 1;
+                self.send(conn, &Packet::Disconnect(Disconnect::with_reason(reason)));
+                self.begin_close(conn, CloseCause::Refused(reason), now);
+            }
+            AuthDecision::Pending => {}
+        }
+    }
+
+    #[allow(clippy::boxed_local)]
+    fn finish_connect(
+        &mut self,
+        conn: ConnId,
+        request: Box<ConnectRequest>, // boxed where it waited for authentication; moved on here
+        username: Option<Box<str>>,
+        auth_data: Option<Box<[u8]>>,
+        now: Instant,
+    ) {
+        let username = username.or(request.username.clone());
+        let limits = self.config.limits;
+        // Take over an existing session's connection `[MQTT-3.1.4-3]`.
+        let existing = self.by_client_id.get(&request.client_id).copied();
+        if let Some(index) = existing {
+            if let Some(old) = self.session(index).and_then(|s| s.conn) {
+                if old != conn {
+                    if self.connection(old).is_some_and(|c| c.version.is_v5()) {
+                        self.send(
+                            old,
+                            &Packet::Disconnect(Disconnect::with_reason(
+                                ReasonCode::SESSION_TAKEN_OVER,
+                            )),
+                        );
+                    }
+                    self.begin_close(old, CloseCause::TakenOver, now);
+                }
+            }
+        }
+        // The takeover may have ended the old session (expiry 0).
+        let existing = self.by_client_id.get(&request.client_id).copied();
+        let (index, session_present) = match existing {
+            Some(index) if !request.clean_start => (index, true),
+            Some(index) => {
+                self.end_session(index, SessionEnd::CleanStart);
+                (self.create_session(request.client_id.clone()), false)
+            }
+            None => (self.create_session(request.client_id.clone()), false),
+        };
+        let receive_maximum = request.receive_maximum.min(limits.max_inflight.max(1));
+        let Some(connection) = self.connection_mut(conn) else {
+            return;
+        };
+        connection.phase = Phase::Connected;
+        connection.session = Some(index);
+        connection.keep_alive = request.keep_alive;
+        connection.receive_maximum = receive_maximum;
+        connection.maximum_packet_size = request.maximum_packet_size;
+        connection.topic_alias_maximum = request.topic_alias_maximum;
+        connection.username = username.clone();
+        connection.auth_method = request.auth_method.clone();
+        let listener = connection.listener;
+        let version = connection.version;
+        let generation = connection.generation;
+        if request.keep_alive > 0 {
+            self.timers.push(Reverse(Timer {
+                at: keep_alive_deadline(now, request.keep_alive),
+                kind: TimerKind::KeepAlive,
+                index: conn.index,
+                generation,
+            }));
+        }
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        session.conn = Some(conn);
+        session.epoch = session.epoch.wrapping_add(1);
+        session.username = username.clone();
+        session.listener = listener;
+        session.expiry_secs = request.session_expiry;
+        // A new connection before the will delay passed cancels that will `[MQTT-3.1.3-9]`.
+        session.will = request.will;
+        session.will_due = None;
+        self.stats.connected += 1;
+
+        let properties = if version.is_v5() {
+            ConnAckProperties {
+                session_expiry_interval: None,
+                receive_maximum: NonZeroU16::new(limits.max_inflight),
+                maximum_packet_size: NonZeroU32::new(limits.max_packet_size),
+                topic_alias_maximum: Some(self.config.topic_alias_maximum),
+                retain_available: (!self.config.retain_available).then_some(false),
+                assigned_client_identifier: request
+                    .assigned_client_id
+                    .then_some(&*request.client_id),
+                server_keep_alive: request.server_keep_alive,
+                authentication_method: request.auth_method.as_deref(),
+                authentication_data: auth_data.as_deref(),
+                ..ConnAckProperties::default()
+            }
+        } else {
+            ConnAckProperties::default()
+        };
+        let connack = ConnAck {
+            session_present,
+            reason: ReasonCode::SUCCESS,
+            properties,
+        };
+        self.send(conn, &Packet::ConnAck(connack));
+        self.events.push_back(Event::ClientConnected {
+            conn,
+            session: SubscriberId(index),
+            client_id: request.client_id.clone(),
+            username,
+            version,
+            session_present,
+        });
+        if session_present {
+            self.resume_inflight(index, conn, now);
+        }
+        self.pump(index, now);
+    }
+
+    fn create_session(&mut self, client_id: Box<str>) -> u32 {
+        let index = match self.free_sessions.pop() {
+            Some(index) => index,
+            None => {
+                self.sessions.push(None);
+                (self.sessions.len() - 1) as u32
+            }
+        };
+        self.sessions[index as usize] = Some(Session::new(client_id.clone()));
+        self.by_client_id.insert(client_id.clone(), index);
+        self.stats.sessions += 1;
+        self.events.push_back(Event::SessionCreated {
+            session: SubscriberId(index),
+            client_id,
+        });
+        index
+    }
+
+    /// Resends what was in flight when the previous connection ended: PUBLISH with DUP for
+    /// unacknowledged messages, PUBREL for released ones `[MQTT-4.4.0-1]`.
+    fn resume_inflight(&mut self, index: u32, conn: ConnId, now: Instant) {
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        let inflight = core::mem::take(&mut session.inflight);
+        for entry in &inflight {
+            match entry.awaiting {
+                Awaiting::PubComp => {
+                    self.send(conn, &Packet::PubRel(Ack::success(entry.packet_id)));
+                }
+                Awaiting::PubAck | Awaiting::PubRec => {
+                    self.write_publish(conn, &entry.outgoing, Some(entry.packet_id), true, now);
+                }
+            }
+        }
+        if let Some(session) = self.session_mut(index) {
+            session.inflight = inflight;
+        }
+    }
+
+    fn handle_disconnect(&mut self, conn: ConnId, disconnect: Disconnect<'_>, now: Instant) {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            let index = self.connection(conn).and_then(|c| c.session);
+            let max = self.config.max_session_expiry;
+            if let Some(session) = index.and_then(|index| self.session_mut(index)) {
+                // Expiry 0 at CONNECT cannot become non-zero at DISCONNECT `[MQTT-3.14.2-2]`.
+                if session.expiry_secs == 0 && expiry != 0 {
+                    self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now);
+                    return;
+                }
+                session.expiry_secs = expiry.min(max);
+            }
+        }
+        self.begin_close(conn, CloseCause::ClientDisconnect(disconnect.reason), now);
+    }
+
+    // ----- PUBLISH from clients -------------------------------------------------------------
+
+    fn client_info(&self, index: u32) -> Option<ClientInfo<'_>> {
+        let session = self.session(index)?;
+        Some(ClientInfo {
+            client_id: &session.client_id,
+            username: session.username.as_deref(),
+            listener: session.listener,
+        })
+    }
+
+    fn authorized(&mut self, index: u32, access: Access, topic: &str) -> bool {
+        let allowed = self
+            .client_info(index)
+            .is_some_and(|info| self.authorizer.authorize(&info, access, topic));
+        if !allowed {
+            self.stats.denials += 1;
+            self.events.push_back(Event::AccessDenied {
+                session: SubscriberId(index),
+                access,
+                topic: Box::from(topic),
+            });
+        }
+        allowed
+    }
+
+    /// Resolves the topic of an incoming PUBLISH through the connection's alias table.
+    fn resolve_topic(
+        &mut self,
+        conn: ConnId,
+        publish: &Publish<'_>,
+    ) -> Result<Box<str>, ReasonCode> {
+        let alias_maximum = self.config.topic_alias_maximum;
+        let Some(connection) = self.connection_mut(conn) else {
+            return Err(ReasonCode::UNSPECIFIED_ERROR);
+        };
+        let Some(alias) = publish.properties.topic_alias else {
+            return Ok(Box::from(publish.topic));
+        };
+        // Aliases above what the broker announced are a Topic Alias invalid `[MQTT-3.3.2-9]`.
+        if alias.get() > alias_maximum {
+            return Err(ReasonCode::TOPIC_ALIAS_INVALID);
+        }
+        let slot = usize::from(alias.get() - 1);
+        if connection.inbound_aliases.len() <= slot {
+            connection.inbound_aliases.resize(slot + 1, None);
+        }
+        if publish.topic.is_empty() {
+            // An alias not set before cannot stand for a topic `[MQTT-3.3.2-?]`: Protocol Error.
+            connection.inbound_aliases[slot]
+                .clone()
+                .ok_or(ReasonCode::PROTOCOL_ERROR)
+        } else {
+            let topic: Box<str> = Box::from(publish.topic);
+            connection.inbound_aliases[slot] = Some(topic.clone());
+            Ok(topic)
+        }
+    }
+
+    fn send_publish_ack(&mut self, conn: ConnId, qos_pid: QosPid, reason: ReasonCode) {
+        let ack = |id| Ack {
+            packet_id: id,
+            reason,
+            properties: AckProperties::default(),
+        };
+        match qos_pid {
+            QosPid::AtMostOnce => {}
+            QosPid::AtLeastOnce(id) => self.send(conn, &Packet::PubAck(ack(id))),
+            QosPid::ExactlyOnce(id) => self.send(conn, &Packet::PubRec(ack(id))),
+        }
+    }
+
+    fn handle_publish(&mut self, conn: ConnId, publish: Publish<'_>, now: Instant) {
+        let Some(connection) = self.connection(conn) else {
+            return;
+        };
+        let Some(index) = connection.session else {
+            return;
+        };
+        let v5 = connection.version.is_v5();
+        self.stats.messages_received += 1;
+        // A client must not send subscription identifiers `[MQTT-3.3.4-6]`.
+        if !publish.properties.subscription_identifiers.is_empty() {
+            self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now);
+            return;
+        }
+        if publish.retain && !self.config.retain_available {
+            // `[MQTT-3.3.1-?]`: Retain not supported.
+            self.protocol_violation(conn, ReasonCode::RETAIN_NOT_SUPPORTED, now);
+            return;
+        }
+        if let QosPid::ExactlyOnce(id) = publish.qos_pid {
+            let Some(session) = self.session(index) else {
+                return;
+            };
+            // A repeated QoS 2 PUBLISH before PUBREL is acknowledged, not delivered again.
+            if session.inbound_qos2.contains(&id.get()) {
+                self.send_publish_ack(conn, publish.qos_pid, ReasonCode::SUCCESS);
+                return;
+            }
+            // More unreleased QoS 2 messages than the Receive Maximum we announced `[MQTT-3.3.4-9]`.
+            if session.inbound_qos2.len() >= usize::from(self.config.limits.max_inflight) {
+                self.protocol_violation(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
+                return;
+            }
+        }
+        let topic = match self.resolve_topic(conn, &publish) {
+            Ok(topic) => topic,
+            Err(reason) => {
+                self.protocol_violation(conn, reason, now);
+                return;
+            }
+        };
+        if crate::topic::check_name(&topic, &self.config.limits).is_err() {
+            self.reject_publish(
+                conn,
+                publish.qos_pid,
+                ReasonCode::TOPIC_NAME_INVALID,
+                v5,
+                now,
+            );
+            return;
+        }
+        if publish.properties.payload_format_indicator == Some(true)
+            && core::str::from_utf8(publish.payload).is_err()
+        {
+            self.reject_publish(
+                conn,
+                publish.qos_pid,
+                ReasonCode::PAYLOAD_FORMAT_INVALID,
+                v5,
+                now,
+            );
+            return;
+        }
+        if !self.authorized(index, Access::Publish, &topic) {
+            // 3.1.1 cannot say no: the message is acknowledged and dropped.
+            let reason = if v5 {
+                ReasonCode::NOT_AUTHORIZED
+            } else {
+                ReasonCode::SUCCESS
+            };
+            self.send_publish_ack(conn, publish.qos_pid, reason);
+            return;
+        }
+        let message = Arc::new(Message {
+            topic,
+            payload: Box::from(publish.payload),
+            qos: publish.qos_pid.qos(),
+            retain: publish.retain,
+            properties: if v5 {
+                MessageProperties::from_publish(&publish.properties)
+            } else {
+                MessageProperties::default()
+            },
+            received_at: now,
+        });
+        let (delivered, retain_failure) = self.accept_message(Some(index), message, now);
+        if let QosPid::ExactlyOnce(id) = publish.qos_pid {
+            if let Some(session) = self.session_mut(index) {
+                session.inbound_qos2.push(id.get());
+            }
+        }
+        let reason = match (retain_failure, delivered) {
+            (Some(reason), _) if v5 => reason,
+            (_, 0) if v5 => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            _ => ReasonCode::SUCCESS,
+        };
+        self.send_publish_ack(conn, publish.qos_pid, reason);
+    }
+
+    /// Refuses a PUBLISH: a reason code in PUBACK/PUBREC for QoS 1/2 in MQTT 5, DISCONNECT for
+    /// QoS 0 in MQTT 5, acknowledged and dropped in 3.1.1.
+    fn reject_publish(
+        &mut self,
+        conn: ConnId,
+        qos_pid: QosPid,
+        reason: ReasonCode,
+        v5: bool,
+        now: Instant,
+    ) {
+        match (qos_pid, v5) {
+            (QosPid::AtMostOnce, true) => self.protocol_violation(conn, reason, now),
+            (_, true) => self.send_publish_ack(conn, qos_pid, reason),
+            (_, false) => self.send_publish_ack(conn, qos_pid, ReasonCode::SUCCESS),
+        }
+    }
+
+    /// Publishes a message on behalf of the port (`$SYS`, bridges, rules): retained handling and
+    /// routing exactly as for a client's PUBLISH. Returns the number of deliveries.
+    pub fn publish(&mut self, message: Message, now: Instant) -> usize {
+        self.accept_message(None, Arc::new(message), now).0
+    }
+
+    /// Retains and routes a message. Returns the deliveries made and, if retaining it failed,
+    /// the reason code for the publisher.
+    fn accept_message(
+        &mut self,
+        publisher: Option<u32>,
+        message: SharedMessage,
+        now: Instant,
+    ) -> (usize, Option<ReasonCode>) {
+        let mut retain_failure = None;
+        if message.retain {
+            if message.payload.is_empty() {
+                self.retained.remove(&message.topic);
+            } else if let Err(error) = self.retained.retain(&message.topic, message.clone()) {
+                retain_failure = Some(ReasonCode(error.reason_code()));
+            }
+        }
+        if self.config.message_events {
+            self.events.push_back(Event::MessagePublished {
+                publisher: publisher.map(SubscriberId),
+                message: message.clone(),
+            });
+        }
+        (self.route(publisher, &message, now), retain_failure)
+    }
+
+    fn route(&mut self, publisher: Option<u32>, message: &SharedMessage, now: Instant) -> usize {
+        let mut matches = core::mem::take(&mut self.matches);
+        let client_id = publisher
+            .and_then(|index| self.session(index))
+            .map_or("", |s| &*s.client_id);
+        self.subscriptions.matches(
+            &message.topic,
+            Publisher {
+                id: publisher.map(SubscriberId),
+                client_id,
+            },
+            &mut matches,
+        );
+        for (position, delivery) in matches.deliveries().iter().enumerate() {
+            let outgoing = Outgoing {
+                message: message.clone(),
+                qos: message.qos.min(delivery.qos),
+                // Forwarded messages carry RETAIN 0 unless Retain As Published `[MQTT-3.3.1-12]`.
+                retain: message.retain && delivery.retain_as_published,
+                subscription_ids: matches.identifiers(position).collect(),
+            };
+            self.deliver(delivery.subscriber.0, outgoing, now);
+        }
+        let count = matches.len();
+        self.matches = matches;
+        count
+    }
+
+    /// Sends or queues one copy of a message for a session.
+    fn deliver(&mut self, index: u32, outgoing: Outgoing, now: Instant) {
+        if outgoing.message.is_expired(now) {
+            self.dropped(index, outgoing, DropReason::Expired);
+            return;
+        }
+        if !self.authorized(index, Access::Receive, &outgoing.message.topic) {
+            self.dropped(index, outgoing, DropReason::NotAuthorized);
+            return;
+        }
+        let Some(session) = self.session(index) else {
+            return;
+        };
+        let online = session.conn.filter(|&conn| {
+            self.connection(conn)
+                .is_some_and(|c| matches!(c.phase, Phase::Connected))
+        });
+        match online {
+            Some(conn) if outgoing.qos == QoS::AtMostOnce => {
+                // QoS 0 is not subject to the Receive Maximum.
+                self.transmit(index, conn, outgoing, now);
+            }
+            Some(conn) => {
+                let window = self
+                    .connection(conn)
+                    .map_or(0, |c| usize::from(c.receive_maximum));
+                if session.queue.is_empty() && session.inflight.len() < window {
+                    self.transmit(index, conn, outgoing, now);
+                } else {
+                    self.enqueue(index, outgoing);
+                }
+            }
+            None if outgoing.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline => {
+                self.dropped(index, outgoing, DropReason::Offline);
+            }
+            None => self.enqueue(index, outgoing),
+        }
+    }
+
+    fn enqueue(&mut self, index: u32, outgoing: Outgoing) {
+        let limits = self.config.limits;
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        let size = outgoing.size();
+        if session.queue.len() >= limits.max_queued_messages as usize
+            || session.queued_bytes + size > limits.max_queued_bytes as usize
+        {
+            self.dropped(index, outgoing, DropReason::QueueFull);
+            return;
+        }
+        session.queued_bytes += size;
+        session.queue.push_back(outgoing);
+    }
+
+    fn dropped(&mut self, index: u32, outgoing: Outgoing, reason: DropReason) {
+        self.stats.messages_dropped += 1;
+        self.events.push_back(Event::MessageDropped {
+            session: SubscriberId(index),
+            message: outgoing.message,
+            reason,
+        });
+    }
+
+    /// Sends a message now: QoS 0 directly, QoS 1/2 with a new packet id into the window.
+    fn transmit(&mut self, index: u32, conn: ConnId, outgoing: Outgoing, now: Instant) {
+        let packet_id = match outgoing.qos {
+            QoS::AtMostOnce => None,
+            _ => self.session_mut(index).map(Session::allocate_packet_id),
+        };
+        if !self.write_publish(conn, &outgoing, packet_id, false, now) {
+            self.dropped(index, outgoing, DropReason::TooLarge);
+            return;
+        }
+        if self.config.message_events {
+            self.events.push_back(Event::MessageDelivered {
+                session: SubscriberId(index),
+                message: outgoing.message.clone(),
+            });
+        }
+        if let (Some(packet_id), Some(session)) = (packet_id, self.session_mut(index)) {
+            let awaiting = if outgoing.qos == QoS::AtLeastOnce {
+                Awaiting::PubAck
+            } else {
+                Awaiting::PubRec
+            };
+            session.inflight.push(Inflight {
+                packet_id,
+                outgoing,
+                awaiting,
+            });
+        }
+    }
+
+    /// Encodes a PUBLISH for `conn` (with an outbound topic alias when the client allows them).
+    /// Returns false, writing nothing, when it exceeds the client's Maximum Packet Size.
+    fn write_publish(
+        &mut self,
+        conn: ConnId,
+        outgoing: &Outgoing,
+        packet_id: Option<NonZeroU16>,
+        dup: bool,
+        now: Instant,
+    ) -> bool {
+        let max_outbound_aliases = self.config.max_outbound_aliases;
+        let Some(connection) = self.connection_mut(conn) else {
+            return false;
+        };
+        let message = &outgoing.message;
+        let v5 = connection.version.is_v5();
+        let ids: Vec<SubscriptionId> = if v5 {
+            outgoing
+                .subscription_ids
+                .iter()
+                .filter_map(|&id| SubscriptionId::new(id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut topic: &str = &message.topic;
+        let mut alias = None;
+        let alias_limit = connection.topic_alias_maximum.min(max_outbound_aliases);
+        if v5 && alias_limit > 0 {
+            match connection
+                .outbound_aliases
+                .iter()
+                .position(|t| **t == *message.topic)
+            {
+                Some(position) => {
+                    alias = NonZeroU16::new(position as u16 + 1);
+                    topic = "";
+                }
+                None if connection.outbound_aliases.len() < usize::from(alias_limit) => {
+                    connection.outbound_aliases.push(message.topic.clone());
+                    alias = NonZeroU16::new(connection.outbound_aliases.len() as u16);
+                }
+                None => {}
+            }
+        }
+        let properties = &message.properties;
+        let publish = Publish {
+            dup,
+            qos_pid: match (outgoing.qos, packet_id) {
+                (QoS::AtLeastOnce, Some(id)) => QosPid::AtLeastOnce(id),
+                (QoS::ExactlyOnce, Some(id)) => QosPid::ExactlyOnce(id),
+                _ => QosPid::AtMostOnce,
+            },
+            retain: outgoing.retain,
+            topic,
+            properties: PublishProperties {
+                payload_format_indicator: properties.payload_format_indicator,
+                message_expiry_interval: message.remaining_expiry(now),
+                topic_alias: alias,
+                response_topic: properties.response_topic.as_deref(),
+                correlation_data: properties.correlation_data.as_deref(),
+                user_properties: properties.user_properties(),
+                subscription_identifiers: Repeated::from_slice(&ids),
+                content_type: properties.content_type.as_deref(),
+            },
+            payload: &message.payload,
+        };
+        let packet = Packet::Publish(publish);
+        let fits = packet
+            .encoded_len(connection.version)
+            .is_ok_and(|len| len <= connection.maximum_packet_size as usize);
+        if !fits {
+            // A new alias must not be left assigned to a message that was not sent.
+            if alias.is_some() && !topic.is_empty() {
+                connection.outbound_aliases.pop();
+            }
+            return false;
+        }
+        self.send(conn, &packet);
+        self.stats.messages_sent += 1;
+        true
+    }
+
+    /// Moves queued messages into the inflight window while it has room.
+    fn pump(&mut self, index: u32, now: Instant) {
+        loop {
+            let Some(session) = self.session(index) else {
+                return;
+            };
+            let Some(conn) = session.conn else {
+                return;
+            };
+            let window = self
+                .connection(conn)
+                .map_or(0, |c| usize::from(c.receive_maximum));
+            let Some(front) = session.queue.front() else {
+                return;
+            };
+            if front.qos != QoS::AtMostOnce && session.inflight.len() >= window {
+                return;
+            }
+            let Some(outgoing) = self.session_mut(index).and_then(Session::pop_queued) else {
+                return;
+            };
+            if outgoing.message.is_expired(now) {
+                self.dropped(index, outgoing, DropReason::Expired);
+                continue;
+            }
+            self.transmit(index, conn, outgoing, now);
+        }
+    }
+
+    fn conn_session(&self, conn: ConnId) -> Option<u32> {
+        self.connection(conn).and_then(|c| c.session)
+    }
+
+    fn acknowledged(&mut self, index: u32, entry: Inflight) {
+        if self.config.message_events {
+            self.events.push_back(Event::MessageAcked {
+                session: SubscriberId(index),
+                message: entry.outgoing.message,
+            });
+        }
+    }
+
+    fn handle_puback(&mut self, conn: ConnId, ack: Ack<'_>, now: Instant) {
+        let Some(index) = self.conn_session(conn) else {
+            return;
+        };
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        if let Some(position) = session.inflight_position(ack.packet_id, Awaiting::PubAck) {
+            let entry = session.inflight.remove(position);
+            self.acknowledged(index, entry);
+            self.pump(index, now);
+        }
+    }
+
+    fn handle_pubrec(&mut self, conn: ConnId, ack: Ack<'_>, now: Instant) {
+        let Some(index) = self.conn_session(conn) else {
+            return;
+        };
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        match session.inflight_position(ack.packet_id, Awaiting::PubRec) {
+            Some(position) if ack.reason.is_error() => {
+                // The receiver refused the message: the flow ends here `[MQTT-4.3.3-?]`.
+                let entry = session.inflight.remove(position);
+                self.acknowledged(index, entry);
+                self.pump(index, now);
+            }
+            Some(position) => {
+                session.inflight[position].awaiting = Awaiting::PubComp;
+                self.send(conn, &Packet::PubRel(Ack::success(ack.packet_id)));
+            }
+            None => {
+                let reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                self.send(
+                    conn,
+                    &Packet::PubRel(Ack {
+                        packet_id: ack.packet_id,
+                        reason,
+                        properties: AckProperties::default(),
+                    }),
+                );
+            }
+        }
+    }
+
+    fn handle_pubcomp(&mut self, conn: ConnId, ack: Ack<'_>, now: Instant) {
+        let Some(index) = self.conn_session(conn) else {
+            return;
+        };
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        if let Some(position) = session.inflight_position(ack.packet_id, Awaiting::PubComp) {
+            let entry = session.inflight.remove(position);
+            self.acknowledged(index, entry);
+            self.pump(index, now);
+        }
+    }
+
+    fn handle_pubrel(&mut self, conn: ConnId, ack: Ack<'_>) {
+        let Some(index) = self.conn_session(conn) else {
+            return;
+        };
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        let reason = match session
+            .inbound_qos2
+            .iter()
+            .position(|&id| id == ack.packet_id.get())
+        {
+            Some(position) => {
+                session.inbound_qos2.swap_remove(position);
+                ReasonCode::SUCCESS
+            }
+            None => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+        };
+        self.send(
+            conn,
+            &Packet::PubComp(Ack {
+                packet_id: ack.packet_id,
+                reason,
+                properties: AckProperties::default(),
+            }),
+        );
+    }
+
+    // ----- SUBSCRIBE and UNSUBSCRIBE --------------------------------------------------------
+
+    fn handle_subscribe(&mut self, conn: ConnId, subscribe: Subscribe<'_>, now: Instant) {
+        let Some(index) = self.conn_session(conn) else {
+            return;
+        };
+        let identifier = subscribe
+            .properties
+            .subscription_identifier
+            .map(SubscriptionId::get);
+        let mut codes: Vec<ReasonCode> = Vec::new();
+        let mut retained: Vec<Outgoing> = Vec::new();
+        for subscription in subscribe.subscriptions.iter() {
+            let filter = subscription.filter;
+            let options = subscription.options;
+            if !self.authorized(index, Access::Subscribe, filter) {
+                codes.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
+            match self
+                .subscriptions
+                .subscribe(SubscriberId(index), filter, options, identifier)
+            {
+                Ok(outcome) => {
+                    codes.push(ReasonCode(options.qos as u8));
+                    self.events.push_back(Event::Subscribed {
+                        session: SubscriberId(index),
+                        filter: Box::from(filter),
+                        options,
+                    });
+                    let send_retained = match options.retain_handling {
+                        RetainHandling::SendOnSubscribe => true,
+                        RetainHandling::SendIfNew => outcome == SubscribeOutcome::New,
+                        RetainHandling::DoNotSend => false,
+                    };
+                    if send_retained {
+                        let ids: Box<[u32]> = identifier.into_iter().collect();
+                        self.retained.for_each_match(filter, |message| {
+                            retained.push(Outgoing {
+                                message: message.clone(),
+                                qos: message.qos.min(options.qos),
+                                // Retained messages sent for a new subscription keep RETAIN 1
+                                // `[MQTT-3.3.1-9]`.
+                                retain: true,
+                                subscription_ids: ids.clone(),
+                            });
+                        });
+                    }
+                }
+                Err(
+                    SubscribeError::NoLocalOnSharedSubscription
+                    | SubscribeError::InvalidSubscriptionIdentifier,
+                ) => {
+                    self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now);
+                    return;
+                }
+                Err(error) => codes.push(ReasonCode(error.reason_code())),
+            }
+        }
+        let suback = SubAck {
+            packet_id: subscribe.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: Repeated::from_slice(&codes),
+        };
+        self.send(conn, &Packet::SubAck(suback));
+        for outgoing in retained {
+            self.deliver(index, outgoing, now);
+        }
+    }
+
+    fn handle_unsubscribe(&mut self, conn: ConnId, unsubscribe: Unsubscribe<'_>) {
+        let Some(index) = self.conn_session(conn) else {
+            return;
+        };
+        let mut codes: Vec<ReasonCode> = Vec::new();
+        for filter in unsubscribe.filters.iter() {
+            if self.subscriptions.unsubscribe(SubscriberId(index), filter) {
+                codes.push(ReasonCode::SUCCESS);
+                self.events.push_back(Event::Unsubscribed {
+                    session: SubscriberId(index),
+                    filter: Box::from(filter),
+                });
+            } else {
+                codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
+            }
+        }
+        let unsuback = UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: Repeated::from_slice(&codes),
+        };
+        self.send(conn, &Packet::UnsubAck(unsuback));
+    }
+
+    // ----- shutdown --------------------------------------------------------------------------
+
+    /// Closes every connection for shutdown: MQTT 5 clients get DISCONNECT 0x8B Server shutting
+    /// down; wills are not published and sessions are kept as they are.
+    pub fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self
+            .connections
+            .iter()
+            .flatten()
+            .zip(0u32..)
+            .map(|(c, index)| ConnId {
+                index,
+                generation: c.generation,
+            })
+            .collect();
+        for id in ids {
+            if self
+                .connection(id)
+                .is_some_and(|c| c.version.is_v5() && matches!(c.phase, Phase::Connected))
+            {
+                self.send(
+                    id,
+                    &Packet::Disconnect(Disconnect::with_reason(ReasonCode::SERVER_SHUTTING_DOWN)),
+                );
+            }
+            self.begin_close(id, CloseCause::ServerShutdown, now);
+        }
+    }
+}
+
+fn find_connection(connections: &[Option<Connection>], id: ConnId) -> Option<&Connection> {
+    connections
+        .get(id.index as usize)?
+        .as_ref()
+        .filter(|c| c.generation == id.generation)
+}
+
+/// The protocol level byte of a CONNECT, if the bytes get that far.
+fn connect_level(bytes: &[u8]) -> Option<u8> {
+    let mut header = 1;
+    while bytes.get(header)? & 0x80 != 0 {
+        header += 1;
+    }
+    let name_len = usize::from(u16::from_be_bytes([
+        *bytes.get(header + 1)?,
+        *bytes.get(header + 2)?,
+    ]));
+    bytes.get(header + 3 + name_len).copied()
+}

@@ -1,0 +1,125 @@
+//! Per-client state that outlives connections: inflight windows both ways, the queue, the will.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::num::NonZeroU16;
+
+use super::ConnId;
+use super::message::SharedMessage;
+use crate::{Instant, QoS};
+
+/// A message on its way to one subscriber, with what is particular to that subscriber.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub message: SharedMessage,
+    /// The QoS it is delivered with: min(published, granted).
+    pub qos: QoS,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (MQTT 5).
+    pub subscription_ids: Box<[u32]>,
+}
+
+impl Outgoing {
+    /// Bytes charged to the queue limits.
+    pub fn size(&self) -> usize {
+        self.message.size()
+    }
+}
+
+/// Where an outbound QoS 1/2 message is in its acknowledgement flow: the packet it awaits.
+// Variants are named after the packets awaited.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaiting {
+    /// QoS 1 sent, waiting for PUBACK.
+    PubAck,
+    /// QoS 2 sent, waiting for PUBREC.
+    PubRec,
+    /// PUBREL sent, waiting for PUBCOMP (the message itself is no longer needed).
+    PubComp,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Inflight {
+    pub packet_id: NonZeroU16,
+    pub outgoing: Outgoing,
+    pub awaiting: Awaiting,
+}
+
+/// A will waiting for its connection to end.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingWill {
+    pub message: SharedMessage,
+    pub delay_secs: u32,
+}
+
+/// One client's session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub client_id: Box<str>,
+    /// Changes at every connect and disconnect, so that stale timers are recognised.
+    pub epoch: u32,
+    pub conn: Option<ConnId>,
+    pub username: Option<Box<str>>,
+    pub listener: u16,
+    pub expiry_secs: u32,
+    /// Outbound QoS 1/2 messages sent and not yet completed, oldest first.
+    pub inflight: Vec<Inflight>,
+    /// Messages waiting for the connection or for room in the inflight window.
+    pub queue: VecDeque<Outgoing>,
+    pub queued_bytes: usize,
+    /// Inbound QoS 2 packet identifiers received and not yet released by PUBREL.
+    pub inbound_qos2: Vec<u16>,
+    pub next_packet_id: u16,
+    pub will: Option<PendingWill>,
+    /// A will whose connection ended, waiting for its delay: published at this time.
+    pub will_due: Option<Instant>,
+}
+
+impl Session {
+    pub fn new(client_id: Box<str>) -> Self {
+        Session {
+            client_id,
+            epoch: 0,
+            conn: None,
+            username: None,
+            listener: 0,
+            expiry_secs: 0,
+            inflight: Vec::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inbound_qos2: Vec::new(),
+            next_packet_id: 1,
+            will: None,
+            will_due: None,
+        }
+    }
+
+    /// A packet identifier not used by any inflight message `[MQTT-2.2.1-3]`. The window is
+    /// far smaller than 65,535, so one is always free.
+    pub fn allocate_packet_id(&mut self) -> NonZeroU16 {
+        loop {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if let Some(id) = NonZeroU16::new(candidate) {
+                if !self.inflight.iter().any(|entry| entry.packet_id == id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    pub fn inflight_position(&self, packet_id: NonZeroU16, awaiting: Awaiting) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|entry| entry.packet_id == packet_id && entry.awaiting == awaiting)
+    }
+
+    pub fn pop_queued(&mut self) -> Option<Outgoing> {
+        let outgoing = self.queue.pop_front()?;
+        self.queued_bytes -= outgoing.size();
+        Some(outgoing)
+    }
+}
