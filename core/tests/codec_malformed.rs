@@ -444,7 +444,9 @@ fn rows() -> Vec<Row> {
         ("3.15.2.1 AUTH reason code without a property length", V5,
             p(&[0xF0, 0x01, 0x18]), Truncated, 0x81),
         ("3.15.2.2.3 AUTH data without an authentication method", V5,
-            p(&[0xF0, 0x06, 0x18, 0x04, 0x16, 0x00, 0x01, 0xAA]), AuthDataWithoutMethod, 0x82),
+            p(&[0xF0, 0x06, 0x18, 0x04, 0x16, 0x00, 0x01, 0xAA]), AuthWithoutMethod, 0x82),
+        ("3.15.2.2.2 AUTH with a reason code and no authentication method", V5,
+            p(&[0xF0, 0x02, 0x19, 0x00]), AuthWithoutMethod, 0x82),
         ("MQTT-3.15.2-1 AUTH reason 0x01", V5,
             p(&[0xF0, 0x01, 0x01]), InvalidReasonCode(0x01), 0x82),
         ("3.15.2.2.2 authentication method included twice in AUTH", V5,
@@ -545,6 +547,7 @@ fn every_decode_error_variant_has_a_row() {
         DuplicateProperty(0),
         InvalidPropertyValue(0),
         AuthDataWithoutMethod,
+        AuthWithoutMethod,
     ];
     let rows = rows();
     let missing: Vec<_> = all

@@ -379,8 +379,9 @@ fn build<'a>(m: &'a Material, l: &'a Lists<'a>) -> Packet<'a> {
         _ if v5 => Packet::Auth(Auth {
             reason: allowed_reason(PacketType::Auth, m.reason),
             properties: AuthProperties {
-                authentication_method: opt(f[0], t(0)),
-                authentication_data: opt(f[0] && f[1], &m.payload[..]),
+                // Every AUTH with a reason code or properties names its method (§3.15.2.2.2).
+                authentication_method: Some(t(0)),
+                authentication_data: opt(f[1], &m.payload[..]),
                 reason_string: opt(f[2], t(1)),
                 user_properties: users,
             },

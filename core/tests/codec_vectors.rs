@@ -1094,9 +1094,11 @@ fn v5_auth_short_and_full_forms() {
     // 3.15.2.1: reason code and property length omitted for success without properties.
     let expected = Packet::Auth(Auth::default());
     assert_round_trip(V5, &[0xF0, 0x00], &expected);
-    // Accepted although §3.15.2.2.2 makes omitting the Authentication Method a Protocol Error
-    // (see the note in teardown.rs): explicit reason 0x00 and property length 0.
-    assert_decodes(V5, &[0xF0, 0x02, 0x00, 0x00], &expected);
+    // With a reason code the Authentication Method is required (§3.15.2.2.2).
+    assert_eq!(
+        decode_packet(&[0xF0, 0x02, 0x00, 0x00], V5),
+        Err(DecodeError::AuthWithoutMethod)
+    );
 
     // Success with the method, for a completed re-authentication (4.12.1).
     #[rustfmt::skip]
@@ -1147,9 +1149,21 @@ fn v5_auth_never_encodes_a_reason_code_without_property_length() {
     // §3.15.2.1 allows omitting the reason code and the property length only together.
     let auth = Packet::Auth(Auth {
         reason: ReasonCode::RE_AUTHENTICATE,
+        properties: AuthProperties {
+            authentication_method: Some("m"),
+            ..AuthProperties::default()
+        },
+    });
+    assert_encodes(V5, &auth, &[0xF0, 0x06, 0x19, 0x04, 0x15, 0x00, 0x01, b'm']);
+    // Without a method it cannot be emitted: the receiver would have to refuse it.
+    let no_method = Packet::Auth(Auth {
+        reason: ReasonCode::RE_AUTHENTICATE,
         properties: AuthProperties::default(),
     });
-    assert_encodes(V5, &auth, &[0xF0, 0x02, 0x19, 0x00]);
+    assert_eq!(
+        no_method.encoded_len(V5),
+        Err(EncodeError::MissingAuthMethod)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1377,4 +1391,39 @@ fn packet_too_large_is_reported_from_the_header_alone() {
         DecodeError::PacketTooLarge { size: 1, max: 0 }.reason_code(),
         ReasonCode::PACKET_TOO_LARGE
     );
+}
+
+#[test]
+fn packets_the_decoder_would_refuse_are_not_encoded() {
+    // An empty topic stands only for an MQTT 5 topic alias (§3.3.2.1, [MQTT-4.7.3-1]).
+    let publish = Publish {
+        dup: false,
+        qos_pid: QosPid::AtMostOnce,
+        retain: false,
+        topic: "",
+        properties: PublishProperties::default(),
+        payload: b"x",
+    };
+    for version in [V311, V5] {
+        assert_eq!(
+            Packet::Publish(publish).encoded_len(version),
+            Err(EncodeError::EmptyTopic)
+        );
+    }
+    // One reason code per topic filter: an empty list is not a SUBACK/UNSUBACK (§3.9.3, §3.11.3).
+    let id = core::num::NonZeroU16::new(1).unwrap();
+    let suback = Packet::SubAck(SubAck {
+        packet_id: id,
+        properties: AckProperties::default(),
+        reason_codes: Repeated::default(),
+    });
+    assert_eq!(suback.encoded_len(V5), Err(EncodeError::NoReasonCodes));
+    let unsuback = Packet::UnsubAck(UnsubAck {
+        packet_id: id,
+        properties: AckProperties::default(),
+        reason_codes: Repeated::default(),
+    });
+    assert_eq!(unsuback.encoded_len(V5), Err(EncodeError::NoReasonCodes));
+    // A 3.1.1 UNSUBACK has no reason codes at all.
+    assert_eq!(unsuback.encoded_len(V311), Ok(4));
 }

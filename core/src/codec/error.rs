@@ -83,8 +83,10 @@ pub enum DecodeError {
     DuplicateProperty(u8),
     /// A property with a value outside its range (for example Receive Maximum 0).
     InvalidPropertyValue(u8),
-    /// Authentication Data without an Authentication Method (MQTT 5 §3.1.2.11.10, §3.15.2.2.2).
+    /// Authentication Data without an Authentication Method (MQTT 5 §3.1.2.11.10).
     AuthDataWithoutMethod,
+    /// An AUTH packet with a reason code but no Authentication Method (MQTT 5 §3.15.2.2.2).
+    AuthWithoutMethod,
 }
 
 impl DecodeError {
@@ -107,7 +109,8 @@ impl DecodeError {
             | SessionPresentOnFailure
             | DuplicateProperty(_)
             | InvalidPropertyValue(_)
-            | AuthDataWithoutMethod => ReasonCode::PROTOCOL_ERROR,
+            | AuthDataWithoutMethod
+            | AuthWithoutMethod => ReasonCode::PROTOCOL_ERROR,
             VarIntTooLong
             | VarIntNotMinimal
             | ReservedPacketType(_)
@@ -173,6 +176,12 @@ pub enum EncodeError {
     NotInVersion,
     /// A SUBSCRIBE or UNSUBSCRIBE with no topic filter.
     NoTopicFilters,
+    /// A SUBACK, or an MQTT 5 UNSUBACK, with no reason code (one per filter is required).
+    NoReasonCodes,
+    /// A PUBLISH with an empty topic name and no topic alias, or any empty topic before MQTT 5.
+    EmptyTopic,
+    /// An AUTH packet with a reason code or properties but no Authentication Method.
+    MissingAuthMethod,
 }
 
 impl core::fmt::Display for EncodeError {

@@ -109,6 +109,10 @@ impl<'a> Publish<'a> {
     }
 
     fn variable_header_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        // An empty topic stands only for an MQTT 5 topic alias (§3.3.2.1).
+        if self.topic.is_empty() && !(version.is_v5() && self.properties.topic_alias.is_some()) {
+            return Err(EncodeError::EmptyTopic);
+        }
         let mut len = binary_len(self.topic.len())?;
         if self.qos_pid.packet_id().is_some() {
             len += 2;

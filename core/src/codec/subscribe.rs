@@ -258,6 +258,9 @@ impl<'a> SubAck<'a> {
         } else {
             0
         };
+        if self.reason_codes.is_empty() {
+            return Err(EncodeError::NoReasonCodes);
+        }
         Ok(2 + properties + list_len(&self.reason_codes, version)?)
     }
 
@@ -366,6 +369,9 @@ impl<'a> UnsubAck<'a> {
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
         if !version.is_v5() {
             return Ok(2);
+        }
+        if self.reason_codes.is_empty() {
+            return Err(EncodeError::NoReasonCodes);
         }
         Ok(2 + self.properties.block_len()? + list_len(&self.reason_codes, version)?)
     }

@@ -113,12 +113,9 @@ impl<'a> Auth<'a> {
             // Only a Remaining Length of 0 may omit the Property Length (§3.15.2.1); unlike
             // PUBACK or DISCONNECT, AUTH has no reason-code-only form.
             auth.properties = AuthProperties::decode(reader)?;
-            // §3.15.2.2.2 also makes omitting the Authentication Method a Protocol Error; that
-            // is not enforced yet (property tests still build AUTH packets without a method).
-            if auth.properties.authentication_data.is_some()
-                && auth.properties.authentication_method.is_none()
-            {
-                return Err(DecodeError::AuthDataWithoutMethod);
+            // Omitting the Authentication Method is a Protocol Error (§3.15.2.2.2).
+            if auth.properties.authentication_method.is_none() {
+                return Err(DecodeError::AuthWithoutMethod);
             }
         }
         reader.finish()?;
@@ -131,10 +128,13 @@ impl<'a> Auth<'a> {
         }
         // Reason code and Property Length are omitted together or not at all (§3.15.2.1).
         if self.reason == ReasonCode::SUCCESS && self.properties.is_empty() {
-            Ok(0)
-        } else {
-            Ok(1 + self.properties.block_len()?)
+            return Ok(0);
         }
+        // Otherwise the Authentication Method is required (§3.15.2.2.2).
+        if self.properties.authentication_method.is_none() {
+            return Err(EncodeError::MissingAuthMethod);
+        }
+        Ok(1 + self.properties.block_len()?)
     }
 
     pub(crate) fn write_body(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
