@@ -1,30 +1,596 @@
-//! The `femtomq` daemon binary.
-//!
-//! It will hold the command line (argh), configuration, signals, worker threads and Linux-only
-//! tuning. Until the POSIX port exists it only knows its version and says plainly that the
-//! broker cannot be started yet, rather than pretending to run.
+//! The `femtomq` daemon: command line, configuration, logging, signals, pid file, and the
+//! `pub`/`sub` client commands. The broker itself runs in `femtomq_posix::run`.
 
-use std::process::ExitCode;
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod logger;
+mod toml;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use log::{error, info};
+
+use femtomq_core::{ProtocolVersion, QoS};
+use femtomq_posix::{Control, ListenerSpec, ReloadOutcome, ServerConfig};
+
+use config::{ConfigError, Settings, parse_log_level};
+
+/// femtomq: an MQTT 5.0 / 3.1.1 broker for the IoT edge.
+#[derive(FromArgs)]
+struct Cli {
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
+    #[argh(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Start(StartArgs),
+    Stop(StopArgs),
+    Reload(ReloadArgs),
+    CheckConfig(CheckConfigArgs),
+    Pub(PubArgs),
+    Sub(SubArgs),
+}
+
+/// Run the broker (the default command). Flags override the configuration file.
+#[derive(FromArgs, Default, Clone)]
+#[argh(subcommand, name = "start")]
+struct StartArgs {
+    /// configuration file (TOML; see femtomq.toml for every key)
+    #[argh(option, short = 'c')]
+    conf: Option<PathBuf>,
+    /// listener: HOST:PORT or mqtt://HOST:PORT (repeatable; replaces the file's listeners)
+    #[argh(option, short = 'l')]
+    listen: Vec<String>,
+    /// worker threads (only 1 is implemented so far)
+    #[argh(option)]
+    workers: Option<usize>,
+    /// log level: off, error, warn, info, debug or trace
+    #[argh(option)]
+    log_level: Option<String>,
+    /// run in the background (requires --pid-file; log to a file or syslog)
+    #[argh(switch, short = 'd')]
+    daemon: bool,
+    /// write the process id to this file (removed at exit)
+    #[argh(option)]
+    pid_file: Option<PathBuf>,
+    /// clients connected at once (limits.max_connections)
+    #[argh(option)]
+    max_connections: Option<u32>,
+    /// largest packet accepted or sent, in bytes (limits.max_packet_size)
+    #[argh(option)]
+    max_packet_size: Option<u32>,
+    /// longest keep alive accepted, in seconds; MQTT 5 clients asking for more are told this
+    #[argh(option)]
+    max_keepalive: Option<u16>,
+    /// messages at QoS 1/2 in flight per client (limits.max_inflight)
+    #[argh(option)]
+    receive_maximum: Option<u16>,
+    /// messages queued per offline session (limits.max_queued_messages)
+    #[argh(option)]
+    max_queued_messages: Option<u32>,
+    /// whether clients may connect without credentials (true|false)
+    #[argh(option)]
+    allow_anonymous: Option<bool>,
+}
+
+/// Stop a running broker (SIGTERM to the pid in the pid file) and wait for it to exit.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "stop")]
+struct StopArgs {
+    /// the broker's pid file
+    #[argh(option)]
+    pid_file: PathBuf,
+}
+
+/// Make a running broker re-read its configuration (SIGHUP to the pid in the pid file).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reload")]
+struct ReloadArgs {
+    /// the broker's pid file
+    #[argh(option)]
+    pid_file: PathBuf,
+}
+
+/// Check a configuration file and exit: 0 if valid, 1 with the error otherwise.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check-config")]
+struct CheckConfigArgs {
+    /// the file to check
+    #[argh(positional)]
+    file: PathBuf,
+}
+
+/// Publish messages (like mosquitto_pub).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "pub")]
+struct PubArgs {
+    #[argh(option, default = "String::from(\"localhost\")")]
+    /// broker host (default localhost)
+    host: String,
+    /// broker port (default 1883)
+    #[argh(option, short = 'p', default = "1883")]
+    port: u16,
+    /// topic to publish to
+    #[argh(option, short = 't')]
+    topic: String,
+    /// message payload (repeatable: one message each)
+    #[argh(option, short = 'm')]
+    message: Vec<String>,
+    /// send the contents of a file as one message
+    #[argh(option, short = 'f')]
+    file: Option<PathBuf>,
+    /// send an empty message (deletes a retained message with -r)
+    #[argh(switch, short = 'n')]
+    null_message: bool,
+    /// send each line of standard input as a message
+    #[argh(switch, short = 'l')]
+    stdin_lines: bool,
+    /// quality of service 0, 1 or 2 (default 0)
+    #[argh(option, short = 'q', default = "0")]
+    qos: u8,
+    /// retain the message
+    #[argh(switch, short = 'r')]
+    retain: bool,
+    /// user property KEY=VALUE (MQTT 5; repeatable)
+    #[argh(option)]
+    user_property: Vec<String>,
+    #[argh(option, short = 'V', default = "String::from(\"5\")")]
+    /// protocol version: 5, 311 or 31 (default 5)
+    protocol: String,
+    #[argh(option, short = 'i', default = "String::new()")]
+    /// client id (default: assigned by the broker)
+    id: String,
+    /// user name
+    #[argh(option, short = 'u')]
+    username: Option<String>,
+    /// password
+    #[argh(option, short = 'P')]
+    password: Option<String>,
+    /// CA certificate for TLS (not implemented yet)
+    #[argh(option)]
+    cafile: Option<PathBuf>,
+}
+
+/// Subscribe and print messages (like mosquitto_sub).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "sub")]
+struct SubArgs {
+    #[argh(option, default = "String::from(\"localhost\")")]
+    /// broker host (default localhost)
+    host: String,
+    /// broker port (default 1883)
+    #[argh(option, short = 'p', default = "1883")]
+    port: u16,
+    /// topic filter (repeatable)
+    #[argh(option, short = 't')]
+    topic: Vec<String>,
+    /// maximum quality of service 0, 1 or 2 (default 0)
+    #[argh(option, short = 'q', default = "0")]
+    qos: u8,
+    /// print the topic before each payload
+    #[argh(switch, short = 'v')]
+    verbose: bool,
+    /// exit after this many messages
+    #[argh(option, short = 'C')]
+    count: Option<usize>,
+    /// exit with an error after this many seconds
+    #[argh(option, short = 'W')]
+    timeout: Option<u64>,
+    /// keep the session (no clean start), with -x to set its expiry in MQTT 5
+    #[argh(switch, short = 'c')]
+    keep_session: bool,
+    /// session expiry interval in seconds (MQTT 5)
+    #[argh(option, short = 'x')]
+    session_expiry: Option<u32>,
+    /// keep alive in seconds (default 60)
+    #[argh(option, short = 'k', default = "60")]
+    keepalive: u16,
+    #[argh(option, short = 'V', default = "String::from(\"5\")")]
+    /// protocol version: 5, 311 or 31 (default 5)
+    protocol: String,
+    #[argh(option, short = 'i', default = "String::new()")]
+    /// client id (default: assigned by the broker)
+    id: String,
+    /// user name
+    #[argh(option, short = 'u')]
+    username: Option<String>,
+    /// password
+    #[argh(option, short = 'P')]
+    password: Option<String>,
+    /// CA certificate for TLS (not implemented yet)
+    #[argh(option)]
+    cafile: Option<PathBuf>,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version") | Some("-V") => {
-            println!("femtomq {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some("--help") | Some("-h") | None => {
-            println!(
-                "Usage: femtomq <command>\n\nCommands:\n  start    run the broker (not implemented yet)\n\nOptions:\n  --version  print the version"
-            );
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!(
-                "femtomq: `{other}` is not implemented yet: the broker daemon arrives with the POSIX port (issue 5). \
-                 Today the workspace provides the no_std MQTT codec in femtomq-core."
-            );
-            ExitCode::from(2)
+    let cli: Cli = argh::from_env();
+    if cli.version {
+        println!("femtomq {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let result = match cli.command.unwrap_or(Command::Start(StartArgs::default())) {
+        Command::Start(args) => start(args),
+        Command::Stop(args) => signal_pid_file(&args.pid_file, Signal::Terminate),
+        Command::Reload(args) => signal_pid_file(&args.pid_file, Signal::Reload),
+        Command::CheckConfig(args) => check_config(&args.file),
+        Command::Pub(args) => publish(args),
+        Command::Sub(args) => subscribe(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("femtomq: {message}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// The file's settings (or the embedded defaults) with the command-line flags applied.
+fn settings(args: &StartArgs) -> Result<Settings, ConfigError> {
+    let mut settings = match &args.conf {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    if !args.listen.is_empty() {
+        settings.listeners = args
+            .listen
+            .iter()
+            .map(|url| ListenerSpec::parse(url).map_err(|e| ConfigError::flag("--listen", e.0)))
+            .collect::<Result<_, _>>()?;
+    }
+    let limits = &mut settings.engine.limits;
+    if let Some(value) = args.max_connections {
+        limits.max_connections = value;
+    }
+    if let Some(value) = args.max_packet_size {
+        limits.max_packet_size = value;
+    }
+    if let Some(value) = args.receive_maximum {
+        limits.max_inflight = value.max(1);
+    }
+    if let Some(value) = args.max_queued_messages {
+        limits.max_queued_messages = value;
+    }
+    if let Some(value) = args.max_keepalive {
+        settings.engine.max_keep_alive = (value > 0).then_some(value);
+    }
+    if let Some(workers) = args.workers {
+        settings.workers = workers;
+    }
+    if let Some(allow) = args.allow_anonymous {
+        settings.allow_anonymous = allow;
+    }
+    if let Some(level) = &args.log_level {
+        settings.log_level = parse_log_level(level).ok_or_else(|| {
+            ConfigError::flag(
+                "--log-level",
+                format!("`{level}` is not a level (off, error, warn, info, debug, trace)"),
+            )
+        })?;
+    }
+    check_implemented(&settings)?;
+    Ok(settings)
+}
+
+/// Refuses settings that name features not built yet, rather than ignoring them.
+fn check_implemented(settings: &Settings) -> Result<(), ConfigError> {
+    if settings.workers != 1 {
+        return Err(ConfigError::flag(
+            "workers",
+            "only 1 worker is implemented so far",
+        ));
+    }
+    if !settings.allow_anonymous {
+        return Err(ConfigError::flag(
+            "allow_anonymous",
+            "authentication (password and ACL files) is not implemented yet, so anonymous access cannot be turned off",
+        ));
+    }
+    for listener in &settings.listeners {
+        if listener.transport != femtomq_posix::Transport::Tcp {
+            return Err(ConfigError::flag(
+                "listener",
+                format!("{listener}: TLS and WebSocket listeners are not implemented yet"),
+            ));
+        }
+    }
+    if settings.engine.limits.max_packet_size < 64 {
+        return Err(ConfigError::flag(
+            "max_packet_size",
+            "must be at least 64 bytes",
+        ));
+    }
+    Ok(())
+}
+
+fn check_config(file: &Path) -> Result<(), String> {
+    let settings = Settings::from_file(file).map_err(|e| e.to_string())?;
+    check_implemented(&settings).map_err(|e| format!("{}: {e}", file.display()))?;
+    println!("{}: ok", file.display());
+    Ok(())
+}
+
+fn default_listeners() -> (Vec<ListenerSpec>, Vec<ListenerSpec>) {
+    let ipv4 = ListenerSpec::parse("mqtt://127.0.0.1:1883").expect("a valid literal");
+    let ipv6 = ListenerSpec::parse("mqtt://[::1]:1883").expect("a valid literal");
+    (vec![ipv4], vec![ipv6])
+}
+
+fn start(args: StartArgs) -> Result<(), String> {
+    let settings = settings(&args).map_err(|e| e.to_string())?;
+    if args.daemon {
+        return daemonize(&args);
+    }
+    logger::init(&settings.log_target, settings.log_level)?;
+    let pid_file = PidFile::create(args.pid_file.as_deref())?;
+
+    // Signals reach the event loop through pipes (signal-hook writes a byte from the handler).
+    let (shutdown_rx, shutdown_tx) = UnixStream::pair().map_err(|e| format!("pipe: {e}"))?;
+    let (reload_rx, reload_tx) = UnixStream::pair().map_err(|e| format!("pipe: {e}"))?;
+    let shutdown_tx2 = shutdown_tx.try_clone().map_err(|e| format!("pipe: {e}"))?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, shutdown_tx)
+        .map_err(|e| format!("signal: {e}"))?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, shutdown_tx2)
+        .map_err(|e| format!("signal: {e}"))?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, reload_tx)
+        .map_err(|e| format!("signal: {e}"))?;
+
+    let (listeners, optional_listeners) = if settings.listeners.is_empty() {
+        default_listeners()
+    } else {
+        (settings.listeners.clone(), Vec::new())
+    };
+    let anonymous = settings.allow_anonymous;
+    let reload_args = args.clone();
+    let server = ServerConfig {
+        listeners,
+        optional_listeners,
+        engine: settings.engine,
+        seed: seed(),
+    };
+    let control = Control {
+        shutdown: shutdown_rx,
+        reload: reload_rx,
+        on_reload: Box::new(move || match self::settings(&reload_args) {
+            Ok(settings) => {
+                log::set_max_level(settings.log_level);
+                ReloadOutcome::Apply(settings.engine)
+            }
+            Err(e) => {
+                error!("reload: {e}");
+                ReloadOutcome::Keep
+            }
+        }),
+        on_ready: Box::new(move |bound: &[ListenerSpec]| {
+            let places: Vec<String> = bound.iter().map(ListenerSpec::to_string).collect();
+            let line = format!(
+                "femtomq {} listening on {}; anonymous access {}",
+                env!("CARGO_PKG_VERSION"),
+                places.join(", "),
+                if anonymous { "on" } else { "off" }
+            );
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+            info!("{line}");
+        }),
+    };
+    let result = femtomq_posix::run(server, control).map_err(|e| e.to_string());
+    drop(pid_file);
+    result
+}
+
+/// A seed that differs between runs (client id assignment, random shared-subscription choice).
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Restarts this program in the background, in its own process group and without a terminal,
+/// and returns once it has written its pid file (or failed).
+fn daemonize(args: &StartArgs) -> Result<(), String> {
+    let Some(pid_file) = &args.pid_file else {
+        return Err("--daemon needs --pid-file".into());
+    };
+    let _ = std::fs::remove_file(pid_file);
+    let program =
+        std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let arguments: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--daemon" && a != "-d")
+        .collect();
+    let mut child = Process::new(program)
+        .args(&arguments)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "the daemon exited at startup ({status}); run without --daemon to see why"
+            ));
+        }
+        if std::fs::read_to_string(pid_file).is_ok_and(|text| text.trim() == child.id().to_string())
+        {
+            println!("femtomq running in the background, pid {}", child.id());
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err("the daemon did not write its pid file within 10 s".into())
+}
+
+/// A pid file that is removed when dropped.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn create(path: Option<&Path>) -> Result<PidFile, String> {
+        if let Some(path) = path {
+            std::fs::write(path, format!("{}\n", std::process::id()))
+                .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+        }
+        Ok(PidFile(path.map(Path::to_path_buf)))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Terminate,
+    Reload,
+}
+
+fn signal_pid_file(path: &Path, signal: Signal) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read pid file {}: {e}", path.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{}: `{}` is not a process id", path.display(), text.trim()))?;
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| format!("{}: invalid pid {pid}", path.display()))?;
+    let number = match signal {
+        Signal::Terminate => rustix::process::Signal::TERM,
+        Signal::Reload => rustix::process::Signal::HUP,
+    };
+    rustix::process::kill_process(pid, number)
+        .map_err(|e| format!("cannot signal process {}: {e}", pid.as_raw_nonzero()))?;
+    if signal == Signal::Terminate {
+        let started = Instant::now();
+        while rustix::process::test_kill_process(pid).is_ok() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "process {} did not exit within 10 s",
+                    pid.as_raw_nonzero()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+fn protocol(name: &str) -> Result<ProtocolVersion, String> {
+    match name {
+        "5" | "mqttv5" => Ok(ProtocolVersion::V5),
+        "311" | "4" | "mqttv311" => Ok(ProtocolVersion::V3_1_1),
+        "31" | "3" | "mqttv31" => Ok(ProtocolVersion::V3_1),
+        other => Err(format!(
+            "`{other}` is not a protocol version (5, 311 or 31)"
+        )),
+    }
+}
+
+fn qos(value: u8) -> Result<QoS, String> {
+    QoS::from_u8(value).ok_or_else(|| format!("QoS {value} does not exist (0, 1 or 2)"))
+}
+
+fn refuse_tls(cafile: &Option<PathBuf>) -> Result<(), String> {
+    match cafile {
+        Some(_) => Err("TLS is not implemented yet: --cafile cannot be used".into()),
+        None => Ok(()),
+    }
+}
+
+fn publish(args: PubArgs) -> Result<(), String> {
+    refuse_tls(&args.cafile)?;
+    let mut messages: Vec<Vec<u8>> = args
+        .message
+        .iter()
+        .map(|m| m.clone().into_bytes())
+        .collect();
+    if let Some(file) = &args.file {
+        messages
+            .push(std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?);
+    }
+    if args.null_message {
+        messages.push(Vec::new());
+    }
+    if args.stdin_lines {
+        for line in std::io::stdin().lines() {
+            messages.push(line.map_err(|e| format!("stdin: {e}"))?.into_bytes());
+        }
+    }
+    if messages.is_empty() {
+        return Err("nothing to publish: give -m MESSAGE, -f FILE, -n or -l".into());
+    }
+    let user_properties = args
+        .user_property
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--user-property `{pair}` is not KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = client::ClientOptions {
+        host: args.host,
+        port: args.port,
+        version: protocol(&args.protocol)?,
+        client_id: args.id,
+        username: args.username,
+        password: args.password,
+        keep_alive: 60,
+        clean_start: true,
+        session_expiry: None,
+    };
+    let request = client::PublishRequest {
+        topic: &args.topic,
+        messages,
+        qos: qos(args.qos)?,
+        retain: args.retain,
+        user_properties,
+    };
+    client::publish(&options, &request)
+}
+
+fn subscribe(args: SubArgs) -> Result<(), String> {
+    refuse_tls(&args.cafile)?;
+    if args.topic.is_empty() {
+        return Err("give at least one topic filter with -t".into());
+    }
+    let options = client::ClientOptions {
+        host: args.host,
+        port: args.port,
+        version: protocol(&args.protocol)?,
+        client_id: args.id,
+        username: args.username,
+        password: args.password,
+        keep_alive: args.keepalive,
+        clean_start: !args.keep_session,
+        session_expiry: args.session_expiry,
+    };
+    let request = client::SubscribeRequest {
+        filters: &args.topic,
+        qos: qos(args.qos)?,
+        verbose: args.verbose,
+        count: args.count,
+        timeout: args.timeout.map(Duration::from_secs),
+    };
+    client::subscribe(&options, &request, &mut std::io::stdout().lock())
 }

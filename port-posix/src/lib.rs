@@ -1,11 +1,18 @@
-//! femtomq-posix: drives [`femtomq_core`] on any POSIX system.
+//! femtomq-posix: drives [`femtomq_core`]'s broker engine on any POSIX system.
 //!
-//! This crate will own everything that touches the operating system: TCP/TLS/WebSocket
-//! listeners on `async-io`, timers fed from the core's deadlines, persistence files, bridges,
-//! the HTTP management API and webhooks. None of it exists yet: the crate currently only
-//! re-exports the core so that the dependency direction `port-linux -> port-posix -> core`
-//! is in place from the start.
+//! [`run`] owns the sockets, the clock and the timers; the engine owns every MQTT decision.
+//! One thread runs an `async-executor` on the `async-io` reactor: a task accepts on each
+//! listener, a task serves each connection (reading into a buffer that grows only to the
+//! packet in hand, writing everything the engine queued for it in one write per wake-up), a
+//! task fires the engine's deadlines, and a task watches the control pipes (shutdown, reload).
+//! The engine lives in a `RefCell` that no task holds across an `await`, so no lock is taken.
 
 #![forbid(unsafe_code)]
 
+mod listener;
+mod notify;
+mod server;
+
 pub use femtomq_core as core;
+pub use listener::{ListenerSpec, ListenerSpecError, Transport};
+pub use server::{Control, ReloadOutcome, ServerConfig, run};

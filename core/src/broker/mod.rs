@@ -81,6 +81,8 @@ struct ConnectRequest {
     keep_alive: u16,
     server_keep_alive: Option<u16>,
     session_expiry: u32,
+    /// The Session Expiry Interval CONNECT asked for, before the cap.
+    requested_session_expiry: u32,
     receive_maximum: u16,
     maximum_packet_size: u32,
     topic_alias_maximum: u16,
@@ -120,6 +122,8 @@ struct Connection {
     username: Option<Box<str>>,
     auth_method: Option<Box<str>>,
     reauthenticating: bool,
+    /// CONNECT asked for a Session Expiry Interval of 0 (then DISCONNECT may not raise it).
+    connect_expiry_zero: bool,
 }
 
 impl Connection {
@@ -143,6 +147,7 @@ impl Connection {
             username: None,
             auth_method: None,
             reauthenticating: false,
+            connect_expiry_zero: false,
         }
     }
 }
@@ -292,6 +297,11 @@ impl Broker {
         self.subscriptions.node_count()
     }
 
+    /// The client identifier of a session.
+    pub fn client_id(&self, session: SubscriberId) -> Option<&str> {
+        self.session(session.0).map(|s| &*s.client_id)
+    }
+
     /// Messages queued for `client_id`'s session, if it exists.
     pub fn queued_messages(&self, client_id: &str) -> Option<usize> {
         let index = *self.by_client_id.get(client_id)?;
@@ -356,6 +366,18 @@ impl Broker {
                 // Buffers grow to the packet in hand and shrink back when idle.
                 connection.out = Vec::new();
             }
+        }
+    }
+
+    /// Exchanges `conn`'s pending output with `buffer` (which should be empty): the port writes
+    /// what it gets while the engine appends new output to the buffer it was given. No copy;
+    /// buffers are recycled between the two.
+    pub fn swap_output(&mut self, conn: ConnId, buffer: &mut Vec<u8>) {
+        if let Some(connection) = self.connection_mut(conn) {
+            buffer.clear();
+            core::mem::swap(&mut connection.out, buffer);
+        } else {
+            buffer.clear();
         }
     }
 
@@ -842,6 +864,12 @@ impl Broker {
         } else {
             u32::MAX
         };
+        // A will that asks to be retained when retained messages are not supported: CONNACK
+        // 0x9A Retain not supported `[MQTT-3.2.2-13]`.
+        if connect.will.is_some_and(|will| will.retain) && !self.config.retain_available {
+            self.refuse(conn, ReasonCode::RETAIN_NOT_SUPPORTED, now);
+            return;
+        }
         let will = connect.will.map(|will| {
             let mut message = Message::new(will.topic, will.payload, will.qos, will.retain, now);
             message.properties = MessageProperties::from_will(&will.properties);
@@ -857,6 +885,7 @@ impl Broker {
             keep_alive,
             server_keep_alive,
             session_expiry: session_expiry.min(self.config.max_session_expiry),
+            requested_session_expiry: session_expiry,
             receive_maximum: properties.receive_maximum.map_or(u16::MAX, NonZeroU16::get),
             maximum_packet_size: properties
                 .maximum_packet_size
@@ -1107,6 +1136,7 @@ impl Broker {
         connection.topic_alias_maximum = request.topic_alias_maximum;
         connection.username = username.clone();
         connection.auth_method = request.auth_method.clone();
+        connection.connect_expiry_zero = request.requested_session_expiry == 0;
         let listener = connection.listener;
         let version = connection.version;
         let generation = connection.generation;
@@ -1133,7 +1163,10 @@ impl Broker {
 
         let properties = if version.is_v5() {
             ConnAckProperties {
-                session_expiry_interval: None,
+                // The server tells the expiry it uses when it is not the client's (§3.2.2.3.2).
+                session_expiry_interval: (request.session_expiry
+                    != request.requested_session_expiry)
+                    .then_some(request.session_expiry),
                 receive_maximum: NonZeroU16::new(limits.max_inflight),
                 maximum_packet_size: NonZeroU32::new(limits.max_packet_size),
                 topic_alias_maximum: Some(self.config.topic_alias_maximum),
@@ -1211,14 +1244,17 @@ impl Broker {
 
     fn handle_disconnect(&mut self, conn: ConnId, disconnect: Disconnect<'_>, now: Instant) {
         if let Some(expiry) = disconnect.properties.session_expiry_interval {
-            let index = self.connection(conn).and_then(|c| c.session);
+            let (index, was_zero) = self
+                .connection(conn)
+                .map_or((None, false), |c| (c.session, c.connect_expiry_zero));
+            // Expiry 0 in CONNECT cannot become non-zero at DISCONNECT: a Protocol Error
+            // (§3.14.2.2.2). What counts is what CONNECT said, not the server's cap of it.
+            if was_zero && expiry != 0 {
+                self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now);
+                return;
+            }
             let max = self.config.max_session_expiry;
             if let Some(session) = index.and_then(|index| self.session_mut(index)) {
-                // Expiry 0 at CONNECT cannot become non-zero at DISCONNECT `[MQTT-3.14.2-2]`.
-                if session.expiry_secs == 0 && expiry != 0 {
-                    self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now);
-                    return;
-                }
                 session.expiry_secs = expiry.min(max);
             }
         }
@@ -1881,11 +1917,14 @@ impl Broker {
         let ids: Vec<ConnId> = self
             .connections
             .iter()
-            .flatten()
             .zip(0u32..)
-            .map(|(c, index)| ConnId {
-                index,
-                generation: c.generation,
+            // Pair each slot with its index before skipping free slots: a free slot before a
+            // live connection must not shift the indices.
+            .filter_map(|(c, index)| {
+                c.as_ref().map(|c| ConnId {
+                    index,
+                    generation: c.generation,
+                })
             })
             .collect();
         for id in ids {

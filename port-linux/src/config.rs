@@ -1,0 +1,493 @@
+//! The daemon's settings: embedded defaults, then the configuration file, then command-line
+//! flags. Every key of the file is listed in `femtomq.toml` at the repository root with its
+//! default; unknown keys and bad values stop startup with the file, line and key named.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use femtomq_core::broker::Config as EngineConfig;
+use femtomq_core::topic::SharedStrategy;
+use femtomq_posix::ListenerSpec;
+
+use crate::toml::{self, Entry, Table, Value};
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard error (the default).
+    Stderr,
+    /// Appended to a file.
+    File(PathBuf),
+    /// The local syslog daemon (`/dev/log`).
+    Syslog,
+}
+
+/// Everything the daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listeners; empty means the embedded default (loopback, port 1883).
+    pub listeners: Vec<ListenerSpec>,
+    /// Worker threads (only 1 is implemented).
+    pub workers: usize,
+    /// Whether clients may connect without credentials.
+    pub allow_anonymous: bool,
+    /// The engine's configuration (limits and behaviour).
+    pub engine: EngineConfig,
+    /// Log verbosity.
+    pub log_level: log::LevelFilter,
+    /// Log destination.
+    pub log_target: LogTarget,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listeners: Vec::new(),
+            workers: 1,
+            allow_anonymous: true,
+            engine: EngineConfig::default(),
+            log_level: log::LevelFilter::Info,
+            log_target: LogTarget::Stderr,
+        }
+    }
+}
+
+/// A configuration error: where, which key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, if the error is in one.
+    pub file: Option<PathBuf>,
+    /// 1-based line, if known.
+    pub line: Option<usize>,
+    /// The key (`table.key`), if the error is about one.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+            }
+            f.write_str(": ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error about a command-line flag or a setting with no file position.
+    pub fn flag(flag: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: None,
+            line: None,
+            key: Some(flag.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+struct Reader<'a> {
+    file: &'a Path,
+}
+
+impl Reader<'_> {
+    fn error(&self, line: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: Some(self.file.to_path_buf()),
+            line: Some(line),
+            key: (!key.is_empty()).then(|| key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn integer<T: TryFrom<i64>>(
+        &self,
+        entry: &Entry,
+        path: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<T, ConfigError> {
+        match &entry.value {
+            Value::Integer(value) if (min..=max).contains(value) => {
+                T::try_from(*value).map_err(|_| self.error(entry.line, path, "value out of range"))
+            }
+            Value::Integer(value) => Err(self.error(
+                entry.line,
+                path,
+                format!("{value} is out of range ({min} to {max})"),
+            )),
+            other => Err(self.error(
+                entry.line,
+                path,
+                format!("expected an integer, found {}", other.type_name()),
+            )),
+        }
+    }
+
+    fn boolean(&self, entry: &Entry, path: &str) -> Result<bool, ConfigError> {
+        match entry.value {
+            Value::Boolean(value) => Ok(value),
+            ref other => Err(self.error(
+                entry.line,
+                path,
+                format!("expected true or false, found {}", other.type_name()),
+            )),
+        }
+    }
+
+    fn string<'v>(&self, entry: &'v Entry, path: &str) -> Result<&'v str, ConfigError> {
+        match &entry.value {
+            Value::String(value) => Ok(value),
+            other => Err(self.error(
+                entry.line,
+                path,
+                format!("expected a string, found {}", other.type_name()),
+            )),
+        }
+    }
+}
+
+/// Parses a log level name.
+pub fn parse_log_level(name: &str) -> Option<log::LevelFilter> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "off" => log::LevelFilter::Off,
+        "error" => log::LevelFilter::Error,
+        "warn" | "warning" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+const U32_MAX: i64 = u32::MAX as i64;
+const U16_MAX: i64 = u16::MAX as i64;
+
+impl Settings {
+    /// Reads `path` over the defaults.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Settings::from_text(&text, path)
+    }
+
+    /// Reads configuration `text` (named `path` in errors) over the defaults.
+    pub fn from_text(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+        let reader = Reader { file: path };
+        let document = toml::parse(text).map_err(|e| reader.error(e.line, "", e.message))?;
+        let mut settings = Settings::default();
+        for table in &document.tables {
+            settings.apply_table(&reader, table)?;
+        }
+        Ok(settings)
+    }
+
+    fn apply_table(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        let unknown_table = || {
+            reader.error(
+                table.line,
+                &table.name,
+                "unknown table (expected [[listener]], [limits], [session] or [log])",
+            )
+        };
+        match (table.name.as_str(), table.array_element) {
+            ("", false) => self.apply_root(reader, table),
+            ("listener", true) => self.apply_listener(reader, table),
+            ("limits", false) => self.apply_limits(reader, table),
+            ("session", false) => self.apply_session(reader, table),
+            ("log", false) => self.apply_log(reader, table),
+            ("listener", false) => Err(reader.error(
+                table.line,
+                "listener",
+                "listeners are an array: write [[listener]]",
+            )),
+            _ => Err(unknown_table()),
+        }
+    }
+
+    fn apply_root(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        for entry in &table.entries {
+            let key = entry.key.as_str();
+            match key {
+                "workers" => self.workers = reader.integer(entry, key, 1, 1024)?,
+                "allow_anonymous" => self.allow_anonymous = reader.boolean(entry, key)?,
+                _ => {
+                    return Err(reader.error(
+                        entry.line,
+                        key,
+                        "unknown key (expected workers or allow_anonymous, or a table)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_listener(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        let mut url = None;
+        for entry in &table.entries {
+            let path = format!("listener.{}", entry.key);
+            match entry.key.as_str() {
+                "url" => url = Some((reader.string(entry, &path)?, entry.line)),
+                _ => return Err(reader.error(entry.line, &path, "unknown key (expected url)")),
+            }
+        }
+        let Some((url, line)) = url else {
+            return Err(reader.error(
+                table.line,
+                "listener",
+                "a [[listener]] needs `url = \"HOST:PORT\"`",
+            ));
+        };
+        let spec = ListenerSpec::parse(url).map_err(|e| reader.error(line, "listener.url", e.0))?;
+        self.listeners.push(spec);
+        Ok(())
+    }
+
+    fn apply_limits(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        let limits = &mut self.engine.limits;
+        for entry in &table.entries {
+            let path = format!("limits.{}", entry.key);
+            let path = path.as_str();
+            match entry.key.as_str() {
+                "max_connections" => {
+                    limits.max_connections = reader.integer(entry, path, 1, U32_MAX)?
+                }
+                "max_subscriptions_per_client" => {
+                    limits.max_subscriptions_per_client = reader.integer(entry, path, 1, U32_MAX)?
+                }
+                "max_subscriptions_total" => {
+                    limits.max_subscriptions_total = reader.integer(entry, path, 1, U32_MAX)?
+                }
+                "max_topic_length" => {
+                    limits.max_topic_length = reader.integer(entry, path, 1, U16_MAX)?
+                }
+                "max_topic_levels" => {
+                    limits.max_topic_levels = reader.integer(entry, path, 1, U16_MAX)?
+                }
+                "max_inflight" | "receive_maximum" => {
+                    limits.max_inflight = reader.integer(entry, path, 1, U16_MAX)?
+                }
+                "max_queued_messages" => {
+                    limits.max_queued_messages = reader.integer(entry, path, 0, U32_MAX)?
+                }
+                "max_queued_bytes" => {
+                    limits.max_queued_bytes = reader.integer(entry, path, 0, U32_MAX)?
+                }
+                "max_retained_messages" => {
+                    limits.max_retained_messages = reader.integer(entry, path, 0, U32_MAX)?
+                }
+                "max_retained_bytes" => {
+                    limits.max_retained_bytes = reader.integer(entry, path, 0, U32_MAX)?
+                }
+                "max_packet_size" => {
+                    limits.max_packet_size = reader.integer(entry, path, 64, 268_435_460)?
+                }
+                "max_rules" => limits.max_rules = reader.integer(entry, path, 0, U32_MAX)?,
+                "bridge_cache_bytes" => {
+                    limits.bridge_cache_bytes = reader.integer(entry, path, 0, U32_MAX)?
+                }
+                _ => {
+                    return Err(reader.error(
+                        entry.line,
+                        path,
+                        "unknown key (see femtomq.toml for the keys of [limits])",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_session(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        let engine = &mut self.engine;
+        for entry in &table.entries {
+            let path = format!("session.{}", entry.key);
+            let path = path.as_str();
+            match entry.key.as_str() {
+                "max_keep_alive" => {
+                    let seconds: u16 = reader.integer(entry, path, 0, U16_MAX)?;
+                    engine.max_keep_alive = (seconds > 0).then_some(seconds);
+                }
+                "connect_timeout_ms" => {
+                    engine.connect_timeout_ms = reader.integer(entry, path, 100, 3_600_000)?
+                }
+                "max_session_expiry" => {
+                    engine.max_session_expiry = reader.integer(entry, path, 0, U32_MAX)?
+                }
+                "topic_alias_maximum" => {
+                    engine.topic_alias_maximum = reader.integer(entry, path, 0, U16_MAX)?
+                }
+                "max_outbound_aliases" => {
+                    engine.max_outbound_aliases = reader.integer(entry, path, 0, U16_MAX)?
+                }
+                "retain_available" => engine.retain_available = reader.boolean(entry, path)?,
+                "queue_qos0_offline" => engine.queue_qos0_offline = reader.boolean(entry, path)?,
+                "max_client_id_length" => {
+                    engine.max_client_id_length = reader.integer(entry, path, 1, U16_MAX)?
+                }
+                "shared_strategy" => {
+                    engine.shared_strategy = match reader.string(entry, path)? {
+                        "round_robin" => SharedStrategy::RoundRobin,
+                        "random" => SharedStrategy::Random,
+                        "hash_by_publisher" | "sticky" => SharedStrategy::HashByPublisher,
+                        other => {
+                            return Err(reader.error(
+                                entry.line,
+                                path,
+                                format!("`{other}` is not a strategy (round_robin, random or hash_by_publisher)"),
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(reader.error(
+                        entry.line,
+                        path,
+                        "unknown key (see femtomq.toml for the keys of [session])",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_log(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        let mut target = None;
+        let mut file = None;
+        for entry in &table.entries {
+            let path = format!("log.{}", entry.key);
+            let path = path.as_str();
+            match entry.key.as_str() {
+                "level" => {
+                    let name = reader.string(entry, path)?;
+                    self.log_level = parse_log_level(name).ok_or_else(|| {
+                        reader.error(
+                            entry.line,
+                            path,
+                            format!(
+                                "`{name}` is not a level (off, error, warn, info, debug, trace)"
+                            ),
+                        )
+                    })?;
+                }
+                "target" => target = Some((reader.string(entry, path)?.to_string(), entry.line)),
+                "file" => file = Some(PathBuf::from(reader.string(entry, path)?)),
+                _ => {
+                    return Err(reader.error(
+                        entry.line,
+                        path,
+                        "unknown key (expected level, target or file)",
+                    ));
+                }
+            }
+        }
+        if let Some((target, line)) = target {
+            self.log_target = match (target.as_str(), file) {
+                ("stderr", _) => LogTarget::Stderr,
+                ("syslog", _) => LogTarget::Syslog,
+                ("file", Some(file)) => LogTarget::File(file),
+                ("file", None) => {
+                    return Err(reader.error(
+                        line,
+                        "log.target",
+                        "target \"file\" needs `file = \"PATH\"`",
+                    ));
+                }
+                (other, _) => {
+                    return Err(reader.error(
+                        line,
+                        "log.target",
+                        format!("`{other}` is not a target (stderr, file or syslog)"),
+                    ));
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_text(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn the_example_file_in_the_repository_is_valid_and_matches_the_defaults() {
+        let example = include_str!("../../femtomq.toml");
+        let settings = parse(example).unwrap();
+        let defaults = Settings::default();
+        assert_eq!(
+            settings.engine, defaults.engine,
+            "femtomq.toml must show the defaults"
+        );
+        assert_eq!(settings.log_level, defaults.log_level);
+        assert_eq!(settings.listeners.len(), 2);
+    }
+
+    #[test]
+    fn values_are_applied() {
+        let settings = parse(
+            "allow_anonymous = true\n[[listener]]\nurl = \"127.0.0.1:1999\"\n[limits]\nmax_connections = 7\nmax_inflight = 9\n[session]\nmax_keep_alive = 60\nshared_strategy = \"random\"\n[log]\nlevel = \"debug\"\ntarget = \"file\"\nfile = \"/tmp/x.log\"\n",
+        )
+        .unwrap();
+        assert_eq!(settings.listeners[0].address.port(), 1999);
+        assert_eq!(settings.engine.limits.max_connections, 7);
+        assert_eq!(settings.engine.limits.max_inflight, 9);
+        assert_eq!(settings.engine.max_keep_alive, Some(60));
+        assert_eq!(settings.engine.shared_strategy, SharedStrategy::Random);
+        assert_eq!(settings.log_level, log::LevelFilter::Debug);
+        assert_eq!(settings.log_target, LogTarget::File("/tmp/x.log".into()));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        for (text, expected) in [
+            (
+                "[limits]\nmax_conections = 5",
+                "test.toml:2: `limits.max_conections`: unknown key",
+            ),
+            (
+                "[limits]\n\nmax_connections = \"many\"",
+                "test.toml:3: `limits.max_connections`: expected an integer, found a string",
+            ),
+            (
+                "[limits]\nmax_connections = 0",
+                "test.toml:2: `limits.max_connections`: 0 is out of range",
+            ),
+            (
+                "[session]\nshared_strategy = \"best\"",
+                "test.toml:2: `session.shared_strategy`: `best` is not a strategy",
+            ),
+            (
+                "[[listener]]\nurl = \"http://x:1\"",
+                "test.toml:2: `listener.url`: listener `http://x:1`: unknown scheme",
+            ),
+            ("[nope]", "test.toml:1: `nope`: unknown table"),
+            ("workers = yes", "test.toml:1: `yes` is not"),
+            (
+                "[log]\nlevel = \"loud\"",
+                "test.toml:2: `log.level`: `loud` is not a level",
+            ),
+        ] {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{text:?} gave {message:?}");
+        }
+    }
+}

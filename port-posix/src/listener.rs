@@ -1,0 +1,150 @@
+//! Listener addresses as users write them: `HOST:PORT`, `mqtt://HOST:PORT`, and the schemes of
+//! the TLS and WebSocket listeners.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// The protocol stack of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// MQTT over TCP (`mqtt://`, or no scheme).
+    Tcp,
+    /// MQTT over TLS (`mqtts://`).
+    Tls,
+    /// MQTT over WebSocket (`ws://`).
+    WebSocket,
+    /// MQTT over WebSocket over TLS (`wss://`).
+    WebSocketTls,
+}
+
+/// A listener to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// The protocol stack.
+    pub transport: Transport,
+    /// Where to listen.
+    pub address: SocketAddr,
+    /// The HTTP path of a WebSocket listener (`/mqtt` by default).
+    pub path: Option<String>,
+}
+
+/// Why a listener URL was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpecError(pub String);
+
+impl fmt::Display for ListenerSpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ListenerSpecError {}
+
+impl ListenerSpec {
+    /// Parses `HOST:PORT`, `mqtt://HOST:PORT`, `mqtts://HOST:PORT`, `ws://HOST:PORT/PATH` or
+    /// `wss://HOST:PORT/PATH`. IPv6 hosts go in brackets: `[::1]:1883`.
+    pub fn parse(url: &str) -> Result<ListenerSpec, ListenerSpecError> {
+        let (transport, rest) = match url.split_once("://") {
+            None => (Transport::Tcp, url),
+            Some(("mqtt" | "tcp", rest)) => (Transport::Tcp, rest),
+            Some(("mqtts" | "ssl" | "tls", rest)) => (Transport::Tls, rest),
+            Some(("ws", rest)) => (Transport::WebSocket, rest),
+            Some(("wss", rest)) => (Transport::WebSocketTls, rest),
+            Some((scheme, _)) => {
+                return Err(ListenerSpecError(format!(
+                    "listener `{url}`: unknown scheme `{scheme}` (use mqtt://, mqtts://, ws:// or wss://)"
+                )));
+            }
+        };
+        let (host_port, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], Some(rest[slash..].to_string())),
+            None => (rest, None),
+        };
+        let is_websocket = matches!(transport, Transport::WebSocket | Transport::WebSocketTls);
+        if path.is_some() && !is_websocket {
+            return Err(ListenerSpecError(format!(
+                "listener `{url}`: only ws:// and wss:// listeners have a path"
+            )));
+        }
+        let address = host_port
+            .to_socket_addrs()
+            .map_err(|e| {
+                ListenerSpecError(format!(
+                    "listener `{url}`: `{host_port}` is not HOST:PORT ({e})"
+                ))
+            })?
+            .next()
+            .ok_or_else(|| {
+                ListenerSpecError(format!(
+                    "listener `{url}`: `{host_port}` resolves to no address"
+                ))
+            })?;
+        let path = if is_websocket {
+            Some(path.unwrap_or_else(|| "/mqtt".to_string()))
+        } else {
+            None
+        };
+        Ok(ListenerSpec {
+            transport,
+            address,
+            path,
+        })
+    }
+}
+
+impl fmt::Display for ListenerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.transport {
+            Transport::Tcp => "mqtt",
+            Transport::Tls => "mqtts",
+            Transport::WebSocket => "ws",
+            Transport::WebSocketTls => "wss",
+        };
+        write!(
+            f,
+            "{scheme}://{}{}",
+            self.address,
+            self.path.as_deref().unwrap_or("")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_forms_users_write() {
+        let plain = ListenerSpec::parse("127.0.0.1:1883").unwrap();
+        assert_eq!(
+            (plain.transport, plain.address.port(), plain.path),
+            (Transport::Tcp, 1883, None)
+        );
+        assert_eq!(
+            ListenerSpec::parse("mqtt://[::1]:1884").unwrap().address,
+            "[::1]:1884".parse().unwrap()
+        );
+        let ws = ListenerSpec::parse("ws://127.0.0.1:8083").unwrap();
+        assert_eq!(ws.path.as_deref(), Some("/mqtt"));
+        assert_eq!(
+            ListenerSpec::parse("wss://127.0.0.1:8084/x")
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/x")
+        );
+        assert_eq!(ws.to_string(), "ws://127.0.0.1:8083/mqtt");
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_listen_on() {
+        assert!(
+            ListenerSpec::parse("http://127.0.0.1:1")
+                .unwrap_err()
+                .0
+                .contains("unknown scheme")
+        );
+        assert!(ListenerSpec::parse("127.0.0.1").is_err());
+        assert!(ListenerSpec::parse("mqtt://127.0.0.1:1883/path").is_err());
+    }
+}

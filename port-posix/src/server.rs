@@ -1,0 +1,455 @@
+//! The event loop: listeners, connections, timers and control, on one thread.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+use async_executor::LocalExecutor;
+use async_io::{Async, Timer};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use log::{debug, error, info, warn};
+
+use femtomq_core::Instant;
+use femtomq_core::broker::{Broker, CloseCause, Config, ConnId, DropReason, Event};
+
+use crate::listener::{ListenerSpec, Transport};
+use crate::notify::Notify;
+
+/// First size of a connection's read buffer: enough for CONNECT and small PUBLISH packets.
+/// It doubles when a packet needs more, up to the maximum packet size, and shrinks back when idle.
+const INITIAL_READ_BUFFER: usize = 512;
+/// A read buffer grown past this is released once empty.
+const KEEP_READ_BUFFER: usize = 16 * 1024;
+/// How long shutdown waits for connections to flush their last packets.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Sockets accepted beyond `max_connections` (to answer CONNACK 0x97) before new ones are
+/// closed at once.
+const ACCEPT_SLACK: usize = 64;
+
+/// What [`run`] serves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listeners that must open (startup fails otherwise).
+    pub listeners: Vec<ListenerSpec>,
+    /// Listeners opened if possible (for example `[::1]` on a host without IPv6).
+    pub optional_listeners: Vec<ListenerSpec>,
+    /// The engine's configuration.
+    pub engine: Config,
+    /// Seed for client id assignment and random shared-subscription choice.
+    pub seed: u64,
+}
+
+/// What a reload produced.
+pub enum ReloadOutcome {
+    /// Apply this engine configuration.
+    Apply(Config),
+    /// Keep the current configuration; the message says why (already logged by the caller).
+    Keep,
+}
+
+/// Called once every listener is open.
+pub type ReadyCallback = Box<dyn FnOnce(&[ListenerSpec])>;
+
+/// How the daemon steers a running server.
+pub struct Control {
+    /// Becomes readable when the server must shut down (a signal pipe).
+    pub shutdown: UnixStream,
+    /// Becomes readable when the configuration must be reloaded (a signal pipe).
+    pub reload: UnixStream,
+    /// Re-reads the configuration on reload.
+    pub on_reload: Box<dyn FnMut() -> ReloadOutcome>,
+    /// Called once every listener is open, with the listeners as bound (port 0 resolved).
+    pub on_ready: ReadyCallback,
+}
+
+struct ConnectionEntry {
+    notify: Rc<Notify>,
+    peer: SocketAddr,
+}
+
+/// State shared by the tasks of the loop (all on one thread).
+struct Shared {
+    broker: RefCell<Broker>,
+    connections: RefCell<HashMap<ConnId, ConnectionEntry>>,
+    timer: Notify,
+    armed: Cell<Option<Instant>>,
+    start: std::time::Instant,
+    open_sockets: Cell<usize>,
+    sockets_closed: Notify,
+    stopping: Cell<bool>,
+}
+
+impl Shared {
+    fn now(&self) -> Instant {
+        Instant(self.start.elapsed().as_millis() as u64)
+    }
+
+    fn deadline(&self, at: Instant) -> std::time::Instant {
+        self.start + Duration::from_millis(at.0)
+    }
+
+    /// After any call into the engine: wake the connections it wrote to, report its events,
+    /// and re-arm the timer if the next deadline changed.
+    fn dispatch(&self) {
+        let mut broker = self.broker.borrow_mut();
+        let connections = self.connections.borrow();
+        while let Some(conn) = broker.poll_writable() {
+            if let Some(entry) = connections.get(&conn) {
+                entry.notify.notify();
+            }
+        }
+        while let Some(event) = broker.poll_event() {
+            log_event(&broker, &connections, &event);
+        }
+        if broker.poll_timeout() != self.armed.get() {
+            self.timer.notify();
+        }
+    }
+}
+
+fn log_event(broker: &Broker, connections: &HashMap<ConnId, ConnectionEntry>, event: &Event) {
+    let peer = |conn: &ConnId| {
+        connections
+            .get(conn)
+            .map(|e| e.peer.to_string())
+            .unwrap_or_default()
+    };
+    match event {
+        Event::ClientConnected {
+            conn,
+            client_id,
+            username,
+            version,
+            session_present,
+            ..
+        } => info!(
+            "client `{client_id}` connected from {} (MQTT {version:?}, user {}, session {})",
+            peer(conn),
+            username.as_deref().unwrap_or("-"),
+            if *session_present { "resumed" } else { "new" }
+        ),
+        Event::ClientDisconnected {
+            conn,
+            client_id,
+            cause,
+        } => {
+            let who = client_id.as_deref().unwrap_or("(before CONNECT)");
+            match cause {
+                CloseCause::ClientDisconnect(_)
+                | CloseCause::NetworkClosed
+                | CloseCause::ServerShutdown => {
+                    info!("client `{who}` from {} disconnected: {cause:?}", peer(conn))
+                }
+                _ => warn!("client `{who}` from {} disconnected: {cause:?}", peer(conn)),
+            }
+        }
+        Event::AccessDenied {
+            session,
+            access,
+            topic,
+        } => {
+            warn!(
+                "access denied: client `{}` {access:?} `{topic}`",
+                broker.client_id(*session).unwrap_or("?")
+            )
+        }
+        Event::MessageDropped {
+            session,
+            message,
+            reason,
+        } => {
+            let client = broker.client_id(*session).unwrap_or("?");
+            match reason {
+                DropReason::QueueFull | DropReason::TooLarge => {
+                    warn!(
+                        "message on `{}` dropped for client `{client}`: {reason:?}",
+                        message.topic
+                    )
+                }
+                _ => debug!(
+                    "message on `{}` dropped for client `{client}`: {reason:?}",
+                    message.topic
+                ),
+            }
+        }
+        other => debug!("{other:?}"),
+    }
+}
+
+/// Binds every listener, then serves until `control.shutdown` becomes readable. On shutdown,
+/// MQTT 5 clients get DISCONNECT 0x8B, queued writes are flushed (for up to a few seconds) and
+/// the function returns `Ok(())`.
+pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
+    let mut bound = Vec::new();
+    for (spec, required) in config
+        .listeners
+        .iter()
+        .map(|spec| (spec, true))
+        .chain(config.optional_listeners.iter().map(|spec| (spec, false)))
+    {
+        if spec.transport != Transport::Tcp {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("listener {spec}: TLS and WebSocket listeners are not implemented yet"),
+            ));
+        }
+        match TcpListener::bind(spec.address).and_then(Async::new) {
+            Ok(listener) => {
+                let address = listener.get_ref().local_addr()?;
+                bound.push((spec.clone(), address, listener));
+            }
+            Err(e) if required => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {spec}: {e}"),
+                ));
+            }
+            Err(e) => warn!("not listening on {spec}: {e}"),
+        }
+    }
+    let addresses: Vec<ListenerSpec> = bound
+        .iter()
+        .map(|(spec, address, _)| ListenerSpec {
+            address: *address,
+            ..spec.clone()
+        })
+        .collect();
+
+    let shared = Rc::new(Shared {
+        broker: RefCell::new(Broker::new(config.engine, config.seed)),
+        connections: RefCell::new(HashMap::new()),
+        timer: Notify::default(),
+        armed: Cell::new(None),
+        start: std::time::Instant::now(),
+        open_sockets: Cell::new(0),
+        sockets_closed: Notify::default(),
+        stopping: Cell::new(false),
+    });
+    let executor = Rc::new(LocalExecutor::new());
+    for (index, (_, _, listener)) in bound.into_iter().enumerate() {
+        let task = accept_loop(shared.clone(), executor.clone(), listener, index as u16);
+        executor.spawn(task).detach();
+    }
+    executor.spawn(timer_loop(shared.clone())).detach();
+    let Control {
+        shutdown,
+        reload,
+        on_reload,
+        on_ready,
+    } = control;
+    executor
+        .spawn(reload_loop(shared.clone(), Async::new(reload)?, on_reload))
+        .detach();
+    on_ready(&addresses);
+
+    let shutdown = Async::new(shutdown)?;
+    future::block_on(executor.run(async {
+        let mut byte = [0u8; 1];
+        // Any byte, or the pipe closing, means stop.
+        let _ = (&shutdown).read(&mut byte).await;
+        info!("shutting down");
+        shared.stopping.set(true);
+        let now = shared.now();
+        shared.broker.borrow_mut().shutdown(now);
+        shared.dispatch();
+        let drained = async {
+            while shared.open_sockets.get() > 0 {
+                shared.sockets_closed.notified().await;
+            }
+        };
+        let late = async {
+            Timer::after(SHUTDOWN_GRACE).await;
+            warn!(
+                "{} connections did not close in time",
+                shared.open_sockets.get()
+            );
+        };
+        future::or(drained, late).await;
+    }));
+    Ok(())
+}
+
+async fn accept_loop(
+    shared: Rc<Shared>,
+    executor: Rc<LocalExecutor<'static>>,
+    listener: Async<TcpListener>,
+    index: u16,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let max = shared.broker.borrow().config().limits.max_connections as usize;
+                if shared.stopping.get() || shared.open_sockets.get() >= max + ACCEPT_SLACK {
+                    debug!(
+                        "refusing connection from {peer}: {} sockets open",
+                        shared.open_sockets.get()
+                    );
+                    continue;
+                }
+                let _ = stream.get_ref().set_nodelay(true);
+                shared.open_sockets.set(shared.open_sockets.get() + 1);
+                let shared = shared.clone();
+                executor
+                    .spawn(async move {
+                        serve_connection(&shared, stream, peer, index).await;
+                        shared.open_sockets.set(shared.open_sockets.get() - 1);
+                        shared.sockets_closed.notify();
+                    })
+                    .detach();
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                error!("accept failed: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn timer_loop(shared: Rc<Shared>) {
+    loop {
+        let next = shared.broker.borrow().poll_timeout();
+        shared.armed.set(next);
+        match next {
+            Some(at) => {
+                let deadline = shared.deadline(at);
+                let fired = async {
+                    Timer::at(deadline).await;
+                    true
+                };
+                let changed = async {
+                    shared.timer.notified().await;
+                    false
+                };
+                if future::or(fired, changed).await {
+                    let now = shared.now().max(at);
+                    shared.broker.borrow_mut().handle_timeout(now);
+                    shared.dispatch();
+                }
+            }
+            None => shared.timer.notified().await,
+        }
+    }
+}
+
+async fn reload_loop(
+    shared: Rc<Shared>,
+    reload: Async<UnixStream>,
+    mut on_reload: Box<dyn FnMut() -> ReloadOutcome>,
+) {
+    let mut byte = [0u8; 1];
+    while let Ok(1..) = (&reload).read(&mut byte).await {
+        match on_reload() {
+            ReloadOutcome::Apply(config) => {
+                shared.broker.borrow_mut().set_config(config);
+                info!("configuration reloaded");
+            }
+            ReloadOutcome::Keep => warn!("reload failed: keeping the current configuration"),
+        }
+        shared.dispatch();
+    }
+}
+
+/// Serves one connection until either side closes it.
+async fn serve_connection(
+    shared: &Shared,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    listener: u16,
+) {
+    let notify = Rc::new(Notify::default());
+    let conn = shared.broker.borrow_mut().open(listener, shared.now());
+    shared.connections.borrow_mut().insert(
+        conn,
+        ConnectionEntry {
+            notify: notify.clone(),
+            peer,
+        },
+    );
+    debug!("connection from {peer}");
+    if let Err(e) = pump_connection(shared, &stream, conn, &notify).await {
+        debug!("connection from {peer}: {e}");
+    }
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+    shared.broker.borrow_mut().closed(conn, shared.now());
+    shared.dispatch();
+    shared.connections.borrow_mut().remove(&conn);
+}
+
+enum Wake {
+    Read(usize),
+    Notified,
+}
+
+async fn pump_connection(
+    shared: &Shared,
+    stream: &Async<TcpStream>,
+    conn: ConnId,
+    notify: &Notify,
+) -> io::Result<()> {
+    let max_packet = shared.broker.borrow().config().limits.max_packet_size as usize;
+    let mut input = vec![0u8; INITIAL_READ_BUFFER];
+    let mut filled = 0;
+    let mut output = Vec::new();
+    loop {
+        // Everything the engine queued for this connection goes out in one write.
+        shared.broker.borrow_mut().swap_output(conn, &mut output);
+        if !output.is_empty() {
+            let written = async {
+                let mut writer = stream;
+                writer.write_all(&output).await.map(|()| true)
+            };
+            let abandoned = async {
+                // A client that stops reading must not keep a closing connection alive.
+                loop {
+                    notify.notified().await;
+                    if shared.broker.borrow().is_closing(conn) {
+                        return Ok(false);
+                    }
+                }
+            };
+            if !future::or(written, abandoned).await? {
+                return Ok(());
+            }
+            continue;
+        }
+        if shared.broker.borrow().is_closing(conn) {
+            return Ok(());
+        }
+        if filled == input.len() {
+            // The packet in hand needs more room: grow towards the maximum packet size.
+            let grown = (input.len() * 2).min(max_packet + 8).max(input.len() + 1);
+            input.resize(grown, 0);
+        }
+        let read = async {
+            let mut reader = stream;
+            reader.read(&mut input[filled..]).await.map(Wake::Read)
+        };
+        let notified = async {
+            notify.notified().await;
+            Ok(Wake::Notified)
+        };
+        match future::or(read, notified).await? {
+            Wake::Read(0) => return Ok(()),
+            Wake::Read(count) => {
+                filled += count;
+                let used =
+                    shared
+                        .broker
+                        .borrow_mut()
+                        .handle_input(conn, &input[..filled], shared.now());
+                input.copy_within(used..filled, 0);
+                filled -= used;
+                if filled == 0 && input.len() > KEEP_READ_BUFFER {
+                    input = vec![0u8; INITIAL_READ_BUFFER];
+                }
+                shared.dispatch();
+            }
+            Wake::Notified => {}
+        }
+    }
+}
