@@ -335,6 +335,7 @@ fn start(args: StartArgs) -> Result<(), String> {
         return daemonize(&args);
     }
     logger::init(&settings.log_target, settings.log_level)?;
+    raise_open_file_limit(settings.engine.limits.max_connections);
     let pid_file = PidFile::create(args.pid_file.as_deref())?;
 
     // Signals reach the event loop through pipes (signal-hook writes a byte from the handler).
@@ -390,6 +391,27 @@ fn start(args: StartArgs) -> Result<(), String> {
     let result = femtomq_posix::run(server, control).map_err(|e| e.to_string());
     drop(pid_file);
     result
+}
+
+/// Raises the soft limit on open files to the hard limit: every client is a descriptor, and the
+/// common default of 1,024 is below what `max_connections` allows. Warns if it stays too low.
+fn raise_open_file_limit(max_connections: u32) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            log::warn!("cannot raise the open file limit: {e}");
+        }
+    }
+    let current = getrlimit(Resource::Nofile).current;
+    let needed = u64::from(max_connections) + 64;
+    if current.is_some_and(|files| files < needed) {
+        log::warn!(
+            "open file limit {} is below max_connections {max_connections} (plus listeners and files)",
+            current.unwrap_or(0)
+        );
+    }
 }
 
 /// A seed that differs between runs (client id assignment, random shared-subscription choice).
