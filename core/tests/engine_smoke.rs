@@ -126,3 +126,113 @@ fn qos1_message_reaches_a_subscriber_and_is_acknowledged_both_ways() {
         "{events:?}"
     );
 }
+
+fn subscribe(broker: &mut Broker, conn: ConnId, filter: &str, qos: QoS, now: Instant) {
+    let subscriptions = [Subscription {
+        filter,
+        options: SubscriptionOptions::with_qos(qos),
+    }];
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: NonZeroU16::new(1).unwrap(),
+        properties: SubscribeProperties::default(),
+        subscriptions: Repeated::from_slice(&subscriptions),
+    });
+    broker.handle_input(conn, &bytes_of(subscribe, V5), now);
+    drain(broker, conn, V5);
+}
+
+fn publish(
+    broker: &mut Broker,
+    conn: ConnId,
+    topic: &str,
+    payload: &[u8],
+    qos_pid: QosPid,
+    now: Instant,
+) {
+    let publish = Packet::Publish(Publish {
+        dup: false,
+        qos_pid,
+        retain: false,
+        topic,
+        properties: PublishProperties::default(),
+        payload,
+    });
+    broker.handle_input(conn, &bytes_of(publish, V5), now);
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_cannot_grow_the_brokers_memory() {
+    let mut config = Config::default();
+    config.limits.max_output_bytes = 4096;
+    config.limits.max_queued_messages = 10;
+    let mut broker = Broker::new(config, 1);
+    let now = Instant(0);
+    let slow = connect(&mut broker, "slow", now);
+    let fast = connect(&mut broker, "fast", now);
+    let publisher = connect(&mut broker, "pub", now);
+    subscribe(&mut broker, slow, "t/#", QoS::AtLeastOnce, now);
+    subscribe(&mut broker, fast, "t/#", QoS::AtMostOnce, now);
+    let payload = [7u8; 1000];
+    // 100 QoS 0 messages: the slow subscriber's output stops at the high-water mark.
+    for _ in 0..100 {
+        publish(
+            &mut broker,
+            publisher,
+            "t/0",
+            &payload,
+            QosPid::AtMostOnce,
+            now,
+        );
+        // The fast subscriber reads everything as it comes and loses nothing.
+        let out = drain(&mut broker, fast, V5);
+        assert_eq!(out.len(), 1);
+    }
+    drain(&mut broker, publisher, V5);
+    let waiting = broker.output(slow).len();
+    assert!(
+        waiting >= 4096 && waiting < 4096 + 1100,
+        "slow output {waiting}"
+    );
+    let dropped = std::iter::from_fn(|| broker.poll_event())
+        .filter(|e| {
+            matches!(
+                e,
+                Event::MessageDropped {
+                    reason: femtomq_core::broker::DropReason::Congested,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        dropped,
+        100 - waiting.div_ceil(1000 + 10).min(100),
+        "each copy not buffered is reported"
+    );
+
+    // QoS 1 messages for the congested subscriber wait in its bounded session queue...
+    for id in 1..=15u16 {
+        publish(
+            &mut broker,
+            publisher,
+            "t/1",
+            &payload,
+            QosPid::AtLeastOnce(NonZeroU16::new(id).unwrap()),
+            now,
+        );
+    }
+    assert_eq!(
+        broker.queued_messages("slow"),
+        Some(10),
+        "queue bound holds"
+    );
+    // ...and flow once the port has written the buffer it was holding.
+    let mut buffer = Vec::new();
+    broker.swap_output(slow, &mut buffer, now);
+    assert!(buffer.len() >= 4096);
+    assert!(
+        broker.queued_messages("slow").unwrap() < 10,
+        "swap_output pumps the queue"
+    );
+    assert!(!broker.output(slow).is_empty());
+}

@@ -300,6 +300,9 @@ impl Settings {
                 "bridge_cache_bytes" => {
                     limits.bridge_cache_bytes = reader.integer(entry, path, 0, U32_MAX)?
                 }
+                "max_output_bytes" => {
+                    limits.max_output_bytes = reader.integer(entry, path, 1024, U32_MAX)?
+                }
                 _ => {
                     return Err(reader.error(
                         entry.line,

@@ -397,7 +397,11 @@ async fn pump_connection(
     let mut output = Vec::new();
     loop {
         // Everything the engine queued for this connection goes out in one write.
-        shared.broker.borrow_mut().swap_output(conn, &mut output);
+        shared
+            .broker
+            .borrow_mut()
+            .swap_output(conn, &mut output, shared.now());
+        shared.dispatch();
         if !output.is_empty() {
             let written = async {
                 let mut writer = stream;

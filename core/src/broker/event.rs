@@ -43,6 +43,8 @@ pub enum DropReason {
     NotAuthorized,
     /// A QoS 0 message for an offline session (not queued unless configured).
     Offline,
+    /// A QoS 0 message for a subscriber whose connection has `max_output_bytes` unwritten.
+    Congested,
 }
 
 /// Why a session ended.

@@ -372,13 +372,27 @@ impl Broker {
     /// Exchanges `conn`'s pending output with `buffer` (which should be empty): the port writes
     /// what it gets while the engine appends new output to the buffer it was given. No copy;
     /// buffers are recycled between the two.
-    pub fn swap_output(&mut self, conn: ConnId, buffer: &mut Vec<u8>) {
-        if let Some(connection) = self.connection_mut(conn) {
-            buffer.clear();
-            core::mem::swap(&mut connection.out, buffer);
-        } else {
-            buffer.clear();
+    ///
+    /// Call it when the previous buffer has been written: the engine then moves messages that
+    /// waited for a congested connection into the new one.
+    pub fn swap_output(&mut self, conn: ConnId, buffer: &mut Vec<u8>, now: Instant) {
+        buffer.clear();
+        let Some(connection) = self.connection_mut(conn) else {
+            return;
+        };
+        core::mem::swap(&mut connection.out, buffer);
+        if let Some(index) = connection.session {
+            if self.session(index).is_some_and(|s| !s.queue.is_empty()) {
+                self.pump(index, now);
+            }
         }
+    }
+
+    /// True when `conn` has `max_output_bytes` or more waiting for its socket.
+    fn congested(&self, conn: ConnId) -> bool {
+        let high_water = self.config.limits.max_output_bytes as usize;
+        self.connection(conn)
+            .is_some_and(|c| c.out.len() >= high_water)
     }
 
     /// True when the engine wants `conn` closed once its output is written.
@@ -1526,6 +1540,9 @@ impl Broker {
                 .is_some_and(|c| matches!(c.phase, Phase::Connected))
         });
         match online {
+            Some(conn) if outgoing.qos == QoS::AtMostOnce && self.congested(conn) => {
+                self.dropped(index, outgoing, DropReason::Congested);
+            }
             Some(conn) if outgoing.qos == QoS::AtMostOnce => {
                 // QoS 0 is not subject to the Receive Maximum.
                 self.transmit(index, conn, outgoing, now);
@@ -1534,7 +1551,10 @@ impl Broker {
                 let window = self
                     .connection(conn)
                     .map_or(0, |c| usize::from(c.receive_maximum));
-                if session.queue.is_empty() && session.inflight.len() < window {
+                if session.queue.is_empty()
+                    && session.inflight.len() < window
+                    && !self.congested(conn)
+                {
                     self.transmit(index, conn, outgoing, now);
                 } else {
                     self.enqueue(index, outgoing);
@@ -1701,6 +1721,10 @@ impl Broker {
                 return;
             };
             if front.qos != QoS::AtMostOnce && session.inflight.len() >= window {
+                return;
+            }
+            // A congested connection gets the rest when the port takes its output.
+            if self.congested(conn) {
                 return;
             }
             let Some(outgoing) = self.session_mut(index).and_then(Session::pop_queued) else {
