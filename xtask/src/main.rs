@@ -30,6 +30,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3-venv",
 ];
 
+/// The Python MQTT client of the end-to-end tests, pinned (its 2.x callback API is used).
+const PAHO_MQTT: &str = "paho-mqtt==2.1.0";
+
 /// Bare-metal targets that prove the core is really `no_std`.
 const BARE_METAL_TARGETS: &[&str] = &["thumbv7em-none-eabihf", "riscv32imac-unknown-none-elf"];
 
@@ -67,7 +70,8 @@ fn print_help() {
         "cargo xtask <command>
 
 Commands:
-  setup              install the Debian packages the tests and cross builds need (idempotent)
+  setup              install the Debian packages the tests and cross builds need, and the
+                     Python venv (.venv) with paho-mqtt for the end-to-end tests (idempotent)
   ci                 everything CI checks: setup, fmt, clippy, tests, bare-metal core builds
   no-std             build femtomq-core for {targets} with -Zbuild-std
   fuzz [SECONDS]     run each cargo-fuzz target for SECONDS (default 60); not part of ci
@@ -123,6 +127,11 @@ fn step(name: &str, body: impl FnOnce() -> Result) -> Result {
 }
 
 fn setup() -> Result {
+    setup_debian_packages()?;
+    setup_python_venv()
+}
+
+fn setup_debian_packages() -> Result {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .copied()
@@ -170,6 +179,52 @@ fn setup() -> Result {
             still_missing.join(" ")
         ))
     }
+}
+
+/// Creates `<repo>/.venv` with `python3 -m venv` and installs the pinned paho-mqtt into it,
+/// unless it is already there. The end-to-end tests run their Python scripts with
+/// `.venv/bin/python`.
+fn setup_python_venv() -> Result {
+    let venv = workspace_root().join(".venv");
+    let python = venv.join("bin").join("python");
+    let wanted_version = PAHO_MQTT.split_once("==").map_or("", |(_, v)| v);
+    if python.exists() && paho_version(&python).as_deref() == Some(wanted_version) {
+        eprintln!("setup: {} has {PAHO_MQTT}", venv.display());
+        return Ok(());
+    }
+    if !python.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).map_err(|e| {
+            format!(
+                "{e}: creating the venv needs python3 with its venv module (Debian python3-venv)"
+            )
+        })?;
+    }
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        PAHO_MQTT,
+    ]))?;
+    match paho_version(&python) {
+        Some(version) if version == wanted_version => Ok(()),
+        other => Err(format!(
+            "{PAHO_MQTT} is not importable from {} after pip install (found {other:?})",
+            python.display()
+        )),
+    }
+}
+
+/// The paho-mqtt version the venv's interpreter imports, if any.
+fn paho_version(python: &Path) -> Option<String> {
+    let out = Command::new(python)
+        .args(["-c", "import paho.mqtt; print(paho.mqtt.__version__)"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn debian_package_installed(package: &str) -> bool {
