@@ -207,7 +207,8 @@ impl core::fmt::Debug for Broker {
     }
 }
 
-/// How long a connection may stay silent: 1.5 times its keep alive `[MQTT-3.1.2-24]`.
+/// How long a connection may stay silent: 1.5 times its keep alive (MQTT 5 `[MQTT-3.1.2-22]`,
+/// 3.1.1 `[MQTT-3.1.2-24]`).
 fn keep_alive_deadline(last: Instant, keep_alive: u16) -> Instant {
     last.plus_millis(u64::from(keep_alive) * 1500)
 }
@@ -1235,24 +1236,81 @@ impl Broker {
     }
 
     /// Resends what was in flight when the previous connection ended: PUBLISH with DUP for
-    /// unacknowledged messages, PUBREL for released ones `[MQTT-4.4.0-1]`.
+    /// unacknowledged messages, PUBREL for released ones `[MQTT-4.4.0-1]`. The new connection
+    /// may have a smaller Receive Maximum: PUBLISH packets beyond it wait for acknowledgements
+    /// (`pump`) with their original packet identifiers `[MQTT-3.3.4-9]`.
     fn resume_inflight(&mut self, index: u32, conn: ConnId, now: Instant) {
+        let window = self
+            .connection(conn)
+            .map_or(0, |c| usize::from(c.receive_maximum));
         let Some(session) = self.session_mut(index) else {
             return;
         };
-        let inflight = core::mem::take(&mut session.inflight);
-        for entry in &inflight {
-            match entry.awaiting {
-                Awaiting::PubComp => {
-                    self.send(conn, &Packet::PubRel(Ack::success(entry.packet_id)));
+        // A QoS 2 message awaiting PUBCOMP still counts against the window.
+        let mut room = window.saturating_sub(
+            session
+                .inflight
+                .iter()
+                .filter(|e| e.awaiting == Awaiting::PubComp)
+                .count(),
+        );
+        // In the original order `[MQTT-4.6.0-1]`.
+        let mut position = 0;
+        while let Some(entry) = self.session(index).and_then(|s| s.inflight.get(position)) {
+            let (awaiting, packet_id) = (entry.awaiting, entry.packet_id);
+            if awaiting == Awaiting::PubComp {
+                self.send(conn, &Packet::PubRel(Ack::success(packet_id)));
+                position += 1;
+                continue;
+            }
+            if room == 0 {
+                if let Some(session) = self.session_mut(index) {
+                    session.inflight[position].resend = true;
                 }
-                Awaiting::PubAck | Awaiting::PubRec => {
-                    self.write_publish(conn, &entry.outgoing, Some(entry.packet_id), true, now);
-                }
+                position += 1;
+                continue;
+            }
+            let outgoing = entry.outgoing.clone();
+            if self.write_publish(conn, &outgoing, Some(packet_id), true, now) {
+                room -= 1;
+                position += 1;
+            } else if let Some(session) = self.session_mut(index) {
+                // Too large for the new connection's Maximum Packet Size: discarded as if
+                // delivered `[MQTT-3.1.2-25]`.
+                let entry = session.inflight.remove(position);
+                self.dropped(index, entry.outgoing, DropReason::TooLarge);
             }
         }
-        if let Some(session) = self.session_mut(index) {
-            session.inflight = inflight;
+    }
+
+    /// Resends the PUBLISH packets still marked for resending while the window has room.
+    fn resend_inflight(&mut self, index: u32, conn: ConnId, now: Instant) {
+        let window = self
+            .connection(conn)
+            .map_or(0, |c| usize::from(c.receive_maximum));
+        loop {
+            let Some(session) = self.session(index) else {
+                return;
+            };
+            let outstanding = session.inflight.iter().filter(|e| !e.resend).count();
+            if outstanding >= window {
+                return;
+            }
+            let Some(position) = session.inflight.iter().position(|e| e.resend) else {
+                return;
+            };
+            let entry = &session.inflight[position];
+            let (outgoing, packet_id) = (entry.outgoing.clone(), entry.packet_id);
+            if self.write_publish(conn, &outgoing, Some(packet_id), true, now) {
+                if let Some(session) = self.session_mut(index) {
+                    session.inflight[position].resend = false;
+                }
+            } else if let Some(session) = self.session_mut(index) {
+                // Too large for the new connection's Maximum Packet Size: discarded as if
+                // delivered `[MQTT-3.1.2-25]`.
+                let entry = session.inflight.remove(position);
+                self.dropped(index, entry.outgoing, DropReason::TooLarge);
+            }
         }
     }
 
@@ -1323,7 +1381,8 @@ impl Broker {
             connection.inbound_aliases.resize(slot + 1, None);
         }
         if publish.topic.is_empty() {
-            // An alias not set before cannot stand for a topic `[MQTT-3.3.2-?]`: Protocol Error.
+            // An alias with no mapping yet and an empty topic name is a Protocol Error
+            // (MQTT 5 §3.3.4, "PUBLISH Actions", which gives the rule no statement id).
             connection.inbound_aliases[slot]
                 .clone()
                 .ok_or(ReasonCode::PROTOCOL_ERROR)
@@ -1362,7 +1421,8 @@ impl Broker {
             return;
         }
         if publish.retain && !self.config.retain_available {
-            // `[MQTT-3.3.1-?]`: Retain not supported.
+            // The client was told Retain Available 0 `[MQTT-3.2.2-14]`: DISCONNECT 0x9A Retain
+            // not supported (§3.3.1.3).
             self.protocol_violation(conn, ReasonCode::RETAIN_NOT_SUPPORTED, now);
             return;
         }
@@ -1375,7 +1435,8 @@ impl Broker {
                 self.send_publish_ack(conn, publish.qos_pid, ReasonCode::SUCCESS);
                 return;
             }
-            // More unreleased QoS 2 messages than the Receive Maximum we announced `[MQTT-3.3.4-9]`.
+            // More unreleased QoS 2 messages than the Receive Maximum we announced, which the
+            // client must not send `[MQTT-3.3.4-7]`: DISCONNECT 0x93 (§3.3.4).
             if session.inbound_qos2.len() >= usize::from(self.config.limits.max_inflight) {
                 self.protocol_violation(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
                 return;
@@ -1618,6 +1679,7 @@ impl Broker {
                 packet_id,
                 outgoing,
                 awaiting,
+                resend: false,
             });
         }
     }
@@ -1705,8 +1767,12 @@ impl Broker {
         true
     }
 
-    /// Moves queued messages into the inflight window while it has room.
+    /// Moves queued messages into the inflight window while it has room, after any message
+    /// that waits to be resent.
     fn pump(&mut self, index: u32, now: Instant) {
+        if let Some(conn) = self.session(index).and_then(|s| s.conn) {
+            self.resend_inflight(index, conn, now);
+        }
         loop {
             let Some(session) = self.session(index) else {
                 return;
@@ -1774,7 +1840,8 @@ impl Broker {
         };
         match session.inflight_position(ack.packet_id, Awaiting::PubRec) {
             Some(position) if ack.reason.is_error() => {
-                // The receiver refused the message: the flow ends here `[MQTT-4.3.3-?]`.
+                // The receiver refused the message: no PUBREL, which follows only a PUBREC below
+                // 0x80 `[MQTT-4.3.3-4]`; the flow ends and the id is free (§4.3.3).
                 let entry = session.inflight.remove(position);
                 self.acknowledged(index, entry);
                 self.pump(index, now);

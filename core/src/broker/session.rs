@@ -46,6 +46,9 @@ pub(crate) struct Inflight {
     pub packet_id: NonZeroU16,
     pub outgoing: Outgoing,
     pub awaiting: Awaiting,
+    /// The PUBLISH still has to be resent on the current connection: after a reconnect, more
+    /// messages were in flight than the new connection's Receive Maximum allows at once.
+    pub resend: bool,
 }
 
 /// A will waiting for its connection to end.
