@@ -41,7 +41,7 @@ pub struct Limits {
     /// Bytes of encoded packets waiting for one connection's socket. Past it the subscriber is
     /// congested: QoS 0 copies are dropped for it and QoS 1/2 ones wait in its session queue
     /// (bounded by the queue limits), so a client that stops reading cannot grow the broker's
-    /// memory. One packet is always accepted, however large. Default 256 KiB.
+    /// memory. One packet is always accepted, however large. Default 64 KiB.
     pub max_output_bytes: u32,
 }
 
@@ -61,7 +61,7 @@ impl Limits {
         max_packet_size: 256 << 10,
         max_rules: 64,
         bridge_cache_bytes: 1 << 20,
-        max_output_bytes: 256 << 10,
+        max_output_bytes: 64 << 10,
     };
 }
 

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod client;
 mod config;
 mod logger;
@@ -42,6 +43,44 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     Pub(PubArgs),
     Sub(SubArgs),
+    Bench(BenchArgs),
+}
+
+/// Load-test an MQTT broker (this one or any other) and report throughput, loss, latency and,
+/// given its pid, the broker's CPU and memory.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "bench")]
+struct BenchArgs {
+    /// scenario: fanin, fanout, pairs or conns
+    #[argh(positional)]
+    scenario: String,
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    /// broker host (default 127.0.0.1)
+    host: String,
+    /// broker port (default 1883)
+    #[argh(option, short = 'p', default = "1883")]
+    port: u16,
+    /// clients: publishers (fanin), subscribers (fanout), pairs, or connections (conns)
+    #[argh(option, short = 'n', default = "16")]
+    clients: usize,
+    /// quality of service 0, 1 or 2 (default 0)
+    #[argh(option, short = 'q', default = "0")]
+    qos: u8,
+    /// payload bytes, at least 16 (default 64)
+    #[argh(option, short = 's', default = "64")]
+    size: usize,
+    /// seconds of publishing (default 5)
+    #[argh(option, short = 'd', default = "5")]
+    duration: u64,
+    /// messages per second per publisher; 0 for as fast as possible (default 0)
+    #[argh(option, short = 'r', default = "0")]
+    rate: u32,
+    /// the broker's process id, to report its CPU seconds and RSS
+    #[argh(option)]
+    broker_pid: Option<u32>,
+    /// print one line of JSON instead of a summary
+    #[argh(switch)]
+    json: bool,
 }
 
 /// Run the broker (the default command). Flags override the configuration file.
@@ -228,6 +267,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args.file),
         Command::Pub(args) => publish(args),
         Command::Sub(args) => subscribe(args),
+        Command::Bench(args) => run_bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -615,4 +655,63 @@ fn subscribe(args: SubArgs) -> Result<(), String> {
         timeout: args.timeout.map(Duration::from_secs),
     };
     client::subscribe(&options, &request, &mut std::io::stdout().lock())
+}
+
+fn run_bench(args: BenchArgs) -> Result<(), String> {
+    let scenario = match args.scenario.as_str() {
+        "fanin" => bench::Scenario::FanIn,
+        "fanout" => bench::Scenario::FanOut,
+        "pairs" => bench::Scenario::Pairs,
+        "conns" => bench::Scenario::Conns,
+        other => {
+            return Err(format!(
+                "`{other}` is not a scenario (fanin, fanout, pairs or conns)"
+            ));
+        }
+    };
+    if args.size < 16 {
+        return Err("--size must be at least 16 (timestamp and sequence number)".into());
+    }
+    raise_open_file_limit(args.clients as u32);
+    let config = bench::BenchConfig {
+        address: format!("{}:{}", args.host, args.port),
+        scenario,
+        clients: args.clients.max(1),
+        qos: qos(args.qos)?,
+        payload: args.size,
+        duration: Duration::from_secs(args.duration),
+        rate: args.rate,
+        broker_pid: args.broker_pid,
+    };
+    let report = bench::run(&config)?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        println!(
+            "{} {}x QoS {} {} B: published {}, received {} of {} ({} lost) in {:.2} s = {:.0} msg/s, latency p50 {} us p99 {} us",
+            args.scenario,
+            config.clients,
+            args.qos,
+            args.size,
+            report.published,
+            report.received,
+            report.expected,
+            report.expected.saturating_sub(report.received),
+            report.seconds,
+            report.rate(),
+            report.p50_us,
+            report.p99_us
+        );
+        if let Some(cpu) = report.broker_cpu {
+            println!(
+                "broker: {cpu:.2} CPU s = {:.0} msg per CPU-second; RSS before {} KB, peak {} KB, after {} KB",
+                report.per_broker_cpu_second().unwrap_or(0.0),
+                report.broker_rss_before_kb.unwrap_or(0),
+                report.broker_rss_peak_kb.unwrap_or(0),
+                report.broker_rss_after_kb.unwrap_or(0)
+            );
+        }
+        println!("generator: {:.2} CPU s", report.generator_cpu);
+    }
+    Ok(())
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use async_executor::LocalExecutor;
 use async_io::{Async, Timer};
+use std::io::Read as _;
+
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use log::{debug, error, info, warn};
 
@@ -19,11 +21,17 @@ use femtomq_core::broker::{Broker, CloseCause, Config, ConnId, DropReason, Event
 use crate::listener::{ListenerSpec, Transport};
 use crate::notify::Notify;
 
-/// First size of a connection's read buffer: enough for CONNECT and small PUBLISH packets.
-/// It doubles when a packet needs more, up to the maximum packet size, and shrinks back when idle.
-const INITIAL_READ_BUFFER: usize = 512;
-/// A read buffer grown past this is released once empty.
-const KEEP_READ_BUFFER: usize = 16 * 1024;
+/// The loop's one read buffer. Every connection reads into it as much as the socket holds
+/// (up to this size) and the engine consumes every whole packet in it; only the tail of a
+/// packet not yet complete is copied into the connection's own buffer, so an idle connection
+/// holds no read buffer at all.
+const SCRATCH: usize = 64 * 1024;
+/// Reads one connection may do before letting the others run.
+const READS_PER_TURN: usize = 4;
+/// Smallest step by which a connection's own buffer grows for a large packet.
+const PENDING_STEP: usize = 4096;
+/// A connection's own buffers grown past this are released once empty.
+const KEEP_BUFFER: usize = 16 * 1024;
 /// How long shutdown waits for connections to flush their last packets.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Sockets accepted beyond `max_connections` (to answer CONNACK 0x97) before new ones are
@@ -74,6 +82,7 @@ struct ConnectionEntry {
 /// State shared by the tasks of the loop (all on one thread).
 struct Shared {
     broker: RefCell<Broker>,
+    scratch: RefCell<Vec<u8>>,
     connections: RefCell<HashMap<ConnId, ConnectionEntry>>,
     timer: Notify,
     armed: Cell<Option<Instant>>,
@@ -221,6 +230,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
 
     let shared = Rc::new(Shared {
         broker: RefCell::new(Broker::new(config.engine, config.seed)),
+        scratch: RefCell::new(vec![0u8; SCRATCH]),
         connections: RefCell::new(HashMap::new()),
         timer: Notify::default(),
         armed: Cell::new(None),
@@ -381,8 +391,87 @@ async fn serve_connection(
 }
 
 enum Wake {
-    Read(usize),
+    Readable,
     Notified,
+}
+
+/// What one turn of reading found.
+enum Reading {
+    /// Bytes were handled (or the socket had none after all).
+    Progress,
+    /// The peer closed its side.
+    Closed,
+}
+
+impl Shared {
+    /// Reads what `stream` has (a few reads at most, without waiting) and hands every whole
+    /// packet to the engine. `pending` keeps the start of a packet that is not complete yet.
+    fn read_available(
+        &self,
+        stream: &Async<TcpStream>,
+        conn: ConnId,
+        pending: &mut Vec<u8>,
+    ) -> io::Result<Reading> {
+        let max_packet = self.broker.borrow().config().limits.max_packet_size as usize;
+        let mut scratch = self.scratch.borrow_mut();
+        for _ in 0..READS_PER_TURN {
+            if self.broker.borrow().is_closing(conn) {
+                return Ok(Reading::Progress);
+            }
+            let result = if pending.is_empty() {
+                // The common case: read into the shared buffer, keep only a partial tail.
+                match stream.get_ref().read(&mut scratch[..]) {
+                    Ok(0) => return Ok(Reading::Closed),
+                    Ok(count) => {
+                        let used = self.broker.borrow_mut().handle_input(
+                            conn,
+                            &scratch[..count],
+                            self.now(),
+                        );
+                        pending.extend_from_slice(&scratch[used..count]);
+                        Ok(count)
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                // A packet is in hand: grow its buffer towards the size the framer announces.
+                let needed = match femtomq_core::codec::frame(pending, max_packet.saturating_add(8))
+                {
+                    Ok(femtomq_core::codec::Frame::Incomplete { needed }) => needed,
+                    _ => 1,
+                };
+                let start = pending.len();
+                pending.resize(start + needed.max(PENDING_STEP), 0);
+                match stream.get_ref().read(&mut pending[start..]) {
+                    Ok(0) => return Ok(Reading::Closed),
+                    Ok(count) => {
+                        pending.truncate(start + count);
+                        let used = self
+                            .broker
+                            .borrow_mut()
+                            .handle_input(conn, pending, self.now());
+                        pending.drain(..used);
+                        Ok(count)
+                    }
+                    Err(e) => {
+                        pending.truncate(start);
+                        Err(e)
+                    }
+                }
+            };
+            match result {
+                Ok(count) if count < SCRATCH => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if pending.is_empty() && pending.capacity() > KEEP_BUFFER {
+            *pending = Vec::new();
+        }
+        Ok(Reading::Progress)
+    }
 }
 
 async fn pump_connection(
@@ -391,9 +480,7 @@ async fn pump_connection(
     conn: ConnId,
     notify: &Notify,
 ) -> io::Result<()> {
-    let max_packet = shared.broker.borrow().config().limits.max_packet_size as usize;
-    let mut input = vec![0u8; INITIAL_READ_BUFFER];
-    let mut filled = 0;
+    let mut pending = Vec::new();
     let mut output = Vec::new();
     loop {
         // Everything the engine queued for this connection goes out in one write.
@@ -419,39 +506,28 @@ async fn pump_connection(
             if !future::or(written, abandoned).await? {
                 return Ok(());
             }
+            if output.capacity() > KEEP_BUFFER {
+                output = Vec::new();
+            }
             continue;
         }
         if shared.broker.borrow().is_closing(conn) {
             return Ok(());
         }
-        if filled == input.len() {
-            // The packet in hand needs more room: grow towards the maximum packet size.
-            let grown = (input.len() * 2).min(max_packet + 8).max(input.len() + 1);
-            input.resize(grown, 0);
-        }
-        let read = async {
-            let mut reader = stream;
-            reader.read(&mut input[filled..]).await.map(Wake::Read)
-        };
+        let readable = async { stream.readable().await.map(|()| Wake::Readable) };
         let notified = async {
             notify.notified().await;
             Ok(Wake::Notified)
         };
-        match future::or(read, notified).await? {
-            Wake::Read(0) => return Ok(()),
-            Wake::Read(count) => {
-                filled += count;
-                let used =
-                    shared
-                        .broker
-                        .borrow_mut()
-                        .handle_input(conn, &input[..filled], shared.now());
-                input.copy_within(used..filled, 0);
-                filled -= used;
-                if filled == 0 && input.len() > KEEP_READ_BUFFER {
-                    input = vec![0u8; INITIAL_READ_BUFFER];
-                }
+        match future::or(readable, notified).await? {
+            Wake::Readable => {
+                let reading = shared.read_available(stream, conn, &mut pending)?;
                 shared.dispatch();
+                if let Reading::Closed = reading {
+                    return Ok(());
+                }
+                // Let the connections this one wrote to, and the others, have their turn.
+                future::yield_now().await;
             }
             Wake::Notified => {}
         }
