@@ -1272,6 +1272,9 @@ impl Broker {
             }
             let outgoing = entry.outgoing.clone();
             if self.write_publish(conn, &outgoing, Some(packet_id), true, now) {
+                if let Some(session) = self.session_mut(index) {
+                    session.inflight[position].resend = false;
+                }
                 room -= 1;
                 position += 1;
             } else if let Some(session) = self.session_mut(index) {
