@@ -606,6 +606,7 @@ impl Drop for Spawned {
 pub struct Subscriber {
     process: Spawned,
     probe_topic: String,
+    early: std::cell::RefCell<Vec<String>>,
 }
 
 /// Client programs that print messages like `mosquitto_sub -v`.
@@ -640,9 +641,10 @@ impl Subscriber {
         let subscriber = Subscriber {
             process: Spawned::spawn(&mut command),
             probe_topic,
+            early: std::cell::RefCell::new(Vec::new()),
         };
         let deadline = Instant::now() + STEP;
-        loop {
+        'ready: loop {
             assert!(
                 Instant::now() < deadline,
                 "{tool:?} subscriber {args:?} not subscribed within {STEP:?}; stderr:\n{}",
@@ -650,16 +652,20 @@ impl Subscriber {
             );
             // Probes go out at QoS 0: never queued for an offline session.
             mosquitto_pub(port, &["-t", &subscriber.probe_topic, "-m", "probe"]);
-            if let Some(line) = subscriber.process.next_line(Duration::from_millis(200)) {
-                assert!(
-                    subscriber.is_probe(&line),
-                    "message before the subscriber was ready: {line}"
-                );
-                break;
+            while let Some(line) = subscriber.process.next_line(Duration::from_millis(200)) {
+                if subscriber.is_probe(&line) {
+                    break 'ready;
+                }
+                // Retained or queued messages can come before the probe.
+                subscriber.early.borrow_mut().push(line);
             }
         }
         // Probes that were still in flight.
-        let _ = subscriber.process.lines_within(Duration::from_millis(50));
+        for line in subscriber.process.lines_within(Duration::from_millis(50)) {
+            if !subscriber.is_probe(&line) {
+                subscriber.early.borrow_mut().push(line);
+            }
+        }
         subscriber
     }
 
@@ -670,19 +676,26 @@ impl Subscriber {
     /// The next `count` messages as `TOPIC PAYLOAD` lines; panics if they do not all come within
     /// `timeout`.
     pub fn messages(&self, count: usize, timeout: Duration) -> Vec<String> {
+        let mut early = self.early.borrow_mut();
+        let taken = early.len().min(count);
+        let mut messages: Vec<String> = early.drain(..taken).collect();
         let probe = self.probe_topic.clone();
-        self.process.collect(count, timeout, |line| {
+        messages.extend(self.process.collect(count - taken, timeout, |line| {
             line.split_once(' ').map_or(line, |(topic, _)| topic) != probe
-        })
+        }));
+        messages
     }
 
     /// Messages that arrive within `window` (after the expected ones: to show nothing more came).
     pub fn more_within(&self, window: Duration) -> Vec<String> {
-        self.process
-            .lines_within(window)
-            .into_iter()
-            .filter(|line| !self.is_probe(line))
-            .collect()
+        let mut more: Vec<String> = self.early.borrow_mut().drain(..).collect();
+        more.extend(
+            self.process
+                .lines_within(window)
+                .into_iter()
+                .filter(|line| !self.is_probe(line)),
+        );
+        more
     }
 
     /// The process.

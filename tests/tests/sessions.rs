@@ -1,0 +1,146 @@
+//! Persistent sessions: messages published while a subscriber is offline are queued and all
+//! delivered, in order, when it comes back [MQTT-3.1.2-5] [MQTT-4.6.0-6]: MQTT 3.1.1 with clean
+//! session off (`mosquitto_sub -c -i ID`) and MQTT 5 with a Session Expiry Interval (`-x`).
+
+use std::process::Command;
+use std::time::Duration;
+
+use femtomq_e2e::{
+    Broker, STEP, SubTool, Subscriber, femtomq, json, mosquitto_pub_input, paho, paho_messages,
+    paho_sub, run,
+};
+
+const QUEUED: usize = 500;
+
+/// Subscribes with a persistent session, goes offline, gets QUEUED QoS 1 messages published,
+/// reconnects with `reconnect` and returns what it printed.
+fn queued_while_offline(
+    broker: &Broker,
+    tool: SubTool,
+    session_args: &[&str],
+    topic: &str,
+    publish_version: &str,
+) -> (Vec<String>, Vec<String>) {
+    let port = broker.port();
+    let mut first = Subscriber::start(
+        tool,
+        port,
+        &[session_args, &["-q", "1", "-t", topic]].concat(),
+    );
+    // SIGTERM: both tools then disconnect normally; the session stays.
+    first.process().signal(rustix::process::Signal::TERM);
+    assert!(
+        first.process().wait(STEP).is_some(),
+        "subscriber did not exit"
+    );
+    drop(first);
+
+    let sent: Vec<String> = (0..QUEUED).map(|i| format!("queued-{i:04}")).collect();
+    mosquitto_pub_input(
+        port,
+        &["-V", publish_version, "-q", "1", "-t", topic, "-l"],
+        (sent.join("\n") + "\n").as_bytes(),
+    );
+
+    // Back online with the same session and no new subscription needed; the bound is a hang
+    // guard, completeness and order are what is asserted.
+    let count = QUEUED.to_string();
+    let mut command = match tool {
+        SubTool::Mosquitto => {
+            let mut command = Command::new("mosquitto_sub");
+            command.args(["-h", "127.0.0.1"]);
+            command
+        }
+        SubTool::Femtomq => femtomq(&["sub", "--host", "127.0.0.1"]),
+    };
+    command
+        .args(["-p", &port.to_string()])
+        .args(session_args)
+        .args(["-q", "1", "-t", topic, "-C", &count, "-W", "20"]);
+    let out = run(&mut command, Duration::from_secs(25));
+    out.assert_success("reconnecting subscriber");
+    (out.stdout.lines().map(String::from).collect(), sent)
+}
+
+#[test]
+fn mqtt311_clean_session_off_gets_every_message_queued_while_offline_in_order() {
+    let broker = Broker::start(&[]);
+    let (got, sent) = queued_while_offline(
+        &broker,
+        SubTool::Mosquitto,
+        &["-V", "mqttv311", "-c", "-i", "offline-311"],
+        "sessions/311",
+        "mqttv311",
+    );
+    assert_eq!(got.len(), QUEUED);
+    assert_eq!(got, sent);
+}
+
+#[test]
+fn mqtt5_session_expiry_gets_every_message_queued_while_offline_in_order() {
+    let broker = Broker::start(&[]);
+    let (got, sent) = queued_while_offline(
+        &broker,
+        SubTool::Mosquitto,
+        &["-V", "mqttv5", "-c", "-x", "600", "-i", "offline-5"],
+        "sessions/5",
+        "mqttv5",
+    );
+    assert_eq!(got.len(), QUEUED);
+    assert_eq!(got, sent);
+}
+
+#[test]
+fn femtomq_sub_session_expiry_gets_every_message_queued_while_offline_in_order() {
+    let broker = Broker::start(&[]);
+    let (got, sent) = queued_while_offline(
+        &broker,
+        SubTool::Femtomq,
+        &["-V", "5", "-c", "-x", "600", "-i", "offline-femtomq"],
+        "sessions/femtomq",
+        "mqttv311",
+    );
+    assert_eq!(got.len(), QUEUED);
+    assert_eq!(got, sent);
+}
+
+#[test]
+fn mqtt5_session_without_expiry_ends_at_disconnect() {
+    // The contrast case: Session Expiry Interval absent (0) ends the session when the network
+    // connection closes [MQTT-3.1.2-23], so a client coming back with clean start off finds no
+    // session (CONNACK session present 0) and nothing queued. paho sends no expiry by default;
+    // (mosquitto_sub -c sets an infinite one in MQTT 5.)
+    let broker = Broker::start(&[]);
+    let port = broker.port();
+    let args = [
+        "--protocol",
+        "5",
+        "--client-id",
+        "no-expiry",
+        "--keep-session",
+        "--topic",
+        "sessions/none",
+        "--qos",
+        "1",
+    ];
+    let mut first = paho_sub(port, &args);
+    assert_eq!(first.wait(STEP).map(|s| s.success()), Some(true));
+    mosquitto_pub_input(
+        port,
+        &["-q", "1", "-t", "sessions/none", "-l"],
+        b"lost-1\nlost-2\n",
+    );
+
+    let back = paho(
+        "paho_sub.py",
+        port,
+        &[&args[..], &["--count", "1"]].concat(),
+    );
+    let connected = json(&back.expect_line(STEP));
+    assert_eq!(connected["event"], "connected");
+    assert_eq!(connected["session_present"], false);
+    assert_eq!(json(&back.expect_line(STEP))["event"], "subscribed");
+    mosquitto_pub_input(port, &["-q", "1", "-t", "sessions/none", "-l"], b"fresh\n");
+    let got = paho_messages(&back, 1, STEP);
+    assert_eq!(got[0]["payload"], "fresh");
+}

@@ -1,0 +1,164 @@
+//! Will messages: published when a client goes away without DISCONNECT (process killed, socket
+//! dropped) [MQTT-3.1.2-8], never after a normal DISCONNECT [MQTT-3.1.2-10], for MQTT 3.1.1 and 5,
+//! with mosquitto_sub, paho-mqtt and raw sockets as the client that dies.
+
+use std::time::Duration;
+
+use femtomq_e2e::raw::{self, RawClient, Received};
+use femtomq_e2e::{Broker, STEP, SubTool, Subscriber, json, mosquitto_pub, paho};
+
+/// A raw CONNECT with a will (QoS 1), clean start.
+fn connect_with_will(level: u8, client_id: &str, topic: &str, payload: &str) -> Vec<u8> {
+    let mut body = raw::field(b"MQTT");
+    body.push(level);
+    body.push(0x02 | 0x04 | (1 << 3));
+    body.extend(60u16.to_be_bytes());
+    if level == raw::V5 {
+        body.push(0);
+    }
+    body.extend(raw::field(client_id.as_bytes()));
+    if level == raw::V5 {
+        body.push(0); // will properties
+    }
+    body.extend(raw::field(topic.as_bytes()));
+    body.extend(raw::field(payload.as_bytes()));
+    raw::packet(0x10, &body)
+}
+
+fn raw_client_with_will(broker: &Broker, level: u8, id: &str, topic: &str) -> RawClient {
+    let mut client = RawClient::connect(broker.address());
+    client
+        .send(&connect_with_will(level, id, topic, &format!("{id} gone")))
+        .unwrap();
+    match client.read_packet(STEP) {
+        Received::Packet(connack) => assert_eq!((connack[0], connack[3]), (0x20, 0)),
+        other => panic!("no CONNACK: {other:?}"),
+    }
+    client
+}
+
+#[test]
+fn will_is_published_when_the_client_vanishes_without_disconnect() {
+    let broker = Broker::start(&[]);
+    let port = broker.port();
+    let watcher = Subscriber::start(SubTool::Mosquitto, port, &["-q", "1", "-t", "will/#"]);
+
+    for version in ["mqttv311", "mqttv5"] {
+        // mosquitto_sub killed with SIGKILL: the kernel closes its socket, no DISCONNECT.
+        let topic = format!("will/mosquitto/{version}");
+        let mut dying = Subscriber::start(
+            SubTool::Mosquitto,
+            port,
+            &[
+                "-V",
+                version,
+                "-t",
+                "unused",
+                "--will-topic",
+                &topic,
+                "--will-payload",
+                "mosquitto gone",
+                "--will-qos",
+                "1",
+            ],
+        );
+        dying.process().kill();
+        assert_eq!(
+            watcher.messages(1, STEP),
+            [format!("{topic} mosquitto gone")]
+        );
+    }
+
+    for protocol in ["311", "5"] {
+        // paho killed while connected.
+        let topic = format!("will/paho/{protocol}");
+        let mut dying = paho(
+            "paho_will.py",
+            port,
+            &[
+                "--protocol",
+                protocol,
+                "--will-topic",
+                &topic,
+                "--will-payload",
+                "paho gone",
+                "--then",
+                "hang",
+            ],
+        );
+        assert_eq!(json(&dying.expect_line(STEP))["event"], "connected");
+        dying.kill();
+        assert_eq!(watcher.messages(1, STEP), [format!("{topic} paho gone")]);
+    }
+
+    for (level, name) in [(raw::V311, "raw311"), (raw::V5, "raw5")] {
+        // A raw socket dropped after CONNACK.
+        let topic = format!("will/{name}");
+        drop(raw_client_with_will(&broker, level, name, &topic));
+        assert_eq!(watcher.messages(1, STEP), [format!("{topic} {name} gone")]);
+    }
+    assert_eq!(
+        watcher.more_within(Duration::from_millis(200)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn no_will_after_a_normal_disconnect() {
+    let broker = Broker::start(&[]);
+    let port = broker.port();
+    let watcher = Subscriber::start(SubTool::Mosquitto, port, &["-q", "1", "-t", "quiet/#"]);
+
+    // mosquitto_pub with a will: publishes, then disconnects normally.
+    for version in ["mqttv311", "mqttv5"] {
+        mosquitto_pub(
+            port,
+            &[
+                "-V",
+                version,
+                "-t",
+                "elsewhere",
+                "-m",
+                "x",
+                "--will-topic",
+                "quiet/mosquitto",
+                "--will-payload",
+                "must not appear",
+            ],
+        );
+    }
+    // paho with a will, disconnecting normally.
+    for protocol in ["311", "5"] {
+        let mut client = paho(
+            "paho_will.py",
+            port,
+            &[
+                "--protocol",
+                protocol,
+                "--will-topic",
+                "quiet/paho",
+                "--will-payload",
+                "must not appear",
+                "--then",
+                "disconnect",
+            ],
+        );
+        assert_eq!(client.wait(STEP).map(|s| s.success()), Some(true));
+    }
+    // Raw: DISCONNECT (reason 0 in MQTT 5), then close.
+    for (level, disconnect) in [
+        (raw::V311, vec![0xE0, 0x00]),
+        (raw::V5, vec![0xE0, 0x01, 0x00]),
+    ] {
+        let mut client = raw_client_with_will(&broker, level, "raw-quiet", "quiet/raw");
+        client.send(&disconnect).unwrap();
+        assert_eq!(client.read_until_closed(STEP), Ok(vec![]));
+    }
+    // Every will would have been published before this marker was even sent.
+    mosquitto_pub(port, &["-q", "1", "-t", "quiet/marker", "-m", "marker"]);
+    assert_eq!(watcher.messages(1, STEP), ["quiet/marker marker"]);
+    assert_eq!(
+        watcher.more_within(Duration::from_millis(200)),
+        Vec::<String>::new()
+    );
+}
