@@ -602,7 +602,8 @@ impl Drop for Spawned {
 
 /// A `mosquitto_sub`-like subscriber (`-v` output: `TOPIC PAYLOAD` per line) that is known to be
 /// subscribed: it also subscribes to a private probe topic, and [`Subscriber::start`] publishes
-/// there until a probe comes back. Probe lines are never returned as messages.
+/// there until a probe comes back. Lines on `probe/...` topics are never returned as messages,
+/// so tests keep their own topics out of `probe/`.
 pub struct Subscriber {
     process: Spawned,
     probe_topic: String,
@@ -653,8 +654,11 @@ impl Subscriber {
             // Probes go out at QoS 0: never queued for an offline session.
             mosquitto_pub(port, &["-t", &subscriber.probe_topic, "-m", "probe"]);
             while let Some(line) = subscriber.process.next_line(Duration::from_millis(200)) {
-                if subscriber.is_probe(&line) {
+                if subscriber.is_own_probe(&line) {
                     break 'ready;
+                }
+                if subscriber.is_probe(&line) {
+                    continue;
                 }
                 // Retained or queued messages can come before the probe.
                 subscriber.early.borrow_mut().push(line);
@@ -669,8 +673,13 @@ impl Subscriber {
         subscriber
     }
 
-    fn is_probe(&self, line: &str) -> bool {
+    fn is_own_probe(&self, line: &str) -> bool {
         line.split_once(' ').map_or(line, |(topic, _)| topic) == self.probe_topic
+    }
+
+    /// Probes of any subscriber (a `#` subscriber sees the others'): never a test's message.
+    fn is_probe(&self, line: &str) -> bool {
+        line.starts_with("probe/")
     }
 
     /// The next `count` messages as `TOPIC PAYLOAD` lines; panics if they do not all come within
@@ -679,11 +688,27 @@ impl Subscriber {
         let mut early = self.early.borrow_mut();
         let taken = early.len().min(count);
         let mut messages: Vec<String> = early.drain(..taken).collect();
-        let probe = self.probe_topic.clone();
-        messages.extend(self.process.collect(count - taken, timeout, |line| {
-            line.split_once(' ').map_or(line, |(topic, _)| topic) != probe
-        }));
+        messages.extend(
+            self.process
+                .collect(count - taken, timeout, |line| !line.starts_with("probe/")),
+        );
         messages
+    }
+
+    /// The next message, if one comes within `timeout`.
+    pub fn next_message(&self, timeout: Duration) -> Option<String> {
+        if !self.early.borrow().is_empty() {
+            return Some(self.early.borrow_mut().remove(0));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let line = self
+                .process
+                .next_line(deadline.saturating_duration_since(Instant::now()))?;
+            if !self.is_probe(&line) {
+                return Some(line);
+            }
+        }
     }
 
     /// Messages that arrive within `window` (after the expected ones: to show nothing more came).
