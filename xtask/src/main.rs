@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod brokers;
+
 /// Debian packages the tests and cross builds need (see `../shared/DESIGN.md`, "Cross targets").
 const DEBIAN_PACKAGES: &[&str] = &[
     // Second Rust toolchain whose std can be rebuilt for any target (-Zbuild-std).
@@ -75,7 +77,8 @@ Commands:
   ci                 everything CI checks: setup, fmt, clippy, tests, bare-metal core builds
   no-std             build femtomq-core for {targets} with -Zbuild-std
   fuzz [SECONDS]     run each cargo-fuzz target for SECONDS (default 60); not part of ci
-  bench              run the codec benchmark (results go to BENCHMARKS.md by hand)",
+  bench [codec]      run the codec benchmark (results go to BENCHMARKS.md by hand)
+  bench brokers [N]  femtomq against Mosquitto, N runs each (default 3), into BENCHMARKS.md",
         targets = BARE_METAL_TARGETS.join(" and ")
     );
 }
@@ -360,6 +363,28 @@ fn fuzz(args: &[String]) -> Result {
     Ok(())
 }
 
-fn bench(_args: &[String]) -> Result {
-    run(cargo().args(["bench", "--package", "femtomq-core", "--bench", "codec"]))
+/// `cargo xtask bench [codec | brokers [RUNS]]`: the codec micro-benchmark (default), or
+/// femtomq against Mosquitto with the results written into BENCHMARKS.md.
+fn bench(args: &[String]) -> Result {
+    match args.first().map(String::as_str) {
+        None | Some("codec") => {
+            run(cargo().args(["bench", "--package", "femtomq-core", "--bench", "codec"]))
+        }
+        Some("brokers") => {
+            let runs: usize = match args.get(1) {
+                Some(text) => text
+                    .parse()
+                    .map_err(|_| format!("bench brokers: `{text}` is not a number of runs"))?,
+                None => 3,
+            };
+            run(cargo().args(["build", "--release", "--package", "femtomq"]))?;
+            let root = workspace_root();
+            let femtomq = root.join("target").join("release").join("femtomq");
+            let command = format!("cargo xtask bench brokers {runs}");
+            let report = brokers::run(&root, &femtomq, runs, &command)?;
+            println!("{report}");
+            brokers::write_report(&root.join("BENCHMARKS.md"), &report)
+        }
+        Some(other) => Err(format!("bench: unknown suite `{other}` (codec or brokers)")),
+    }
 }

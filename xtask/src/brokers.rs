@@ -1,0 +1,374 @@
+//! `cargo xtask bench brokers`: femtomq and Mosquitto side by side in one run.
+//!
+//! For every scenario, each run starts both brokers fresh (alternating which goes first), loads
+//! each with `femtomq bench ... --broker-pid PID --json`, and stops it. The medians, the
+//! min..max and the femtomq/Mosquitto ratios go to stdout and into BENCHMARKS.md between
+//! markers, with the machine, the date and the command.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// One load shape, as `femtomq bench` arguments.
+struct Scenario {
+    name: &'static str,
+    args: &'static [&'static str],
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "fan-in 16->1, 64 B, QoS 0",
+        args: &["fanin", "-n", "16", "-q", "0", "-s", "64", "-d", "4"],
+    },
+    Scenario {
+        name: "fan-in 16->1, 64 B, QoS 1",
+        args: &["fanin", "-n", "16", "-q", "1", "-s", "64", "-d", "4"],
+    },
+    Scenario {
+        name: "fan-out 1->100, 64 B, QoS 0",
+        args: &["fanout", "-n", "100", "-q", "0", "-s", "64", "-d", "2"],
+    },
+    Scenario {
+        name: "pairs 1,000 x 10 msg/s, 16 KB, QoS 1",
+        args: &[
+            "pairs", "-n", "1000", "-q", "1", "-s", "16384", "-r", "10", "-d", "10",
+        ],
+    },
+    Scenario {
+        name: "10,000 idle connections",
+        args: &["conns", "-n", "10000", "-d", "3"],
+    },
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    Femtomq,
+    Mosquitto,
+}
+
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Broker::Femtomq => "femtomq",
+            Broker::Mosquitto => "Mosquitto",
+        }
+    }
+}
+
+/// The fields of one `femtomq bench --json` line that the report uses.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    expected: f64,
+    received: f64,
+    rate: f64,
+    p99_us: f64,
+    per_cpu: f64,
+    rss_before_kb: f64,
+    rss_peak_kb: f64,
+    rss_after_kb: f64,
+    generator_cpu: f64,
+}
+
+fn field(json: &str, name: &str) -> f64 {
+    let key = format!("\"{name}\":");
+    json.find(&key)
+        .map(|at| &json[at + key.len()..])
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn parse(json: &str) -> Sample {
+    Sample {
+        expected: field(json, "expected"),
+        received: field(json, "received"),
+        rate: field(json, "rate"),
+        p99_us: field(json, "p99_us"),
+        per_cpu: field(json, "per_broker_cpu_second"),
+        rss_before_kb: field(json, "broker_rss_before_kb"),
+        rss_peak_kb: field(json, "broker_rss_peak_kb"),
+        rss_after_kb: field(json, "broker_rss_after_kb"),
+        generator_cpu: field(json, "generator_cpu"),
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+struct Running {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(broker: Broker, femtomq: &Path, scratch: &Path) -> Result<Running> {
+    let port = free_port()?;
+    let mut child = match broker {
+        Broker::Femtomq => Command::new(femtomq)
+            .args([
+                "start",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log-level",
+                "error",
+                "--max-connections",
+                "20000",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn(),
+        Broker::Mosquitto => {
+            let config = scratch.join(format!("mosquitto-{port}.conf"));
+            std::fs::write(
+                &config,
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"),
+            )
+            .map_err(|e| e.to_string())?;
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        }
+    }
+    .map_err(|e| format!("cannot start {}: {e}", broker.name()))?;
+    if let Some(stdout) = child.stdout.take() {
+        // femtomq says when it listens.
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+    }
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("{} did not listen on {port}", broker.name()));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Running { child, port })
+}
+
+fn run_once(broker: Broker, scenario: &Scenario, femtomq: &Path, scratch: &Path) -> Result<Sample> {
+    let running = start(broker, femtomq, scratch)?;
+    // Let the broker settle so "RSS before" is its idle figure.
+    thread::sleep(Duration::from_millis(300));
+    let output = Command::new(femtomq)
+        .arg("bench")
+        .args(scenario.args)
+        .args([
+            "-p",
+            &running.port.to_string(),
+            "--broker-pid",
+            &running.child.id().to_string(),
+            "--json",
+        ])
+        .output()
+        .map_err(|e| format!("femtomq bench: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "femtomq bench {} against {} failed: {}",
+            scenario.args.join(" "),
+            broker.name(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(parse(String::from_utf8_lossy(&output.stdout).trim()))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn spread(values: &[f64]) -> (f64, f64) {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+fn human(value: f64) -> String {
+    if !value.is_finite() {
+        return "-".into();
+    }
+    if value >= 1e6 {
+        format!("{:.2}M", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{:.0}k", value / 1e3)
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+struct Summary {
+    per_cpu: f64,
+    per_cpu_range: (f64, f64),
+    rate: f64,
+    loss: f64,
+    p99_ms: f64,
+    rss_peak_kb: f64,
+    per_connection_bytes: f64,
+    rss_after_kb: f64,
+    generator_cpu: f64,
+}
+
+fn summarize(samples: &[Sample], connections: Option<f64>) -> Summary {
+    let collect = |f: fn(&Sample) -> f64| samples.iter().map(f).collect::<Vec<f64>>();
+    let per_cpu = collect(|s| s.per_cpu);
+    Summary {
+        per_cpu: median(&mut per_cpu.clone()),
+        per_cpu_range: spread(&per_cpu),
+        rate: median(&mut collect(|s| s.rate)),
+        loss: median(&mut collect(|s| {
+            (s.expected - s.received).max(0.0) / s.expected.max(1.0)
+        })),
+        p99_ms: median(&mut collect(|s| s.p99_us / 1000.0)),
+        rss_peak_kb: median(&mut collect(|s| s.rss_peak_kb)),
+        per_connection_bytes: connections.map_or(f64::NAN, |n| {
+            median(&mut collect(|s| (s.rss_peak_kb - s.rss_before_kb) * 1024.0)) / n
+        }),
+        rss_after_kb: median(&mut collect(|s| s.rss_after_kb)),
+        generator_cpu: median(&mut collect(|s| s.generator_cpu)),
+    }
+}
+
+/// Runs every scenario `runs` times per broker and returns the Markdown report.
+pub fn run(root: &Path, femtomq: &Path, runs: usize, command: &str) -> Result<String> {
+    if Command::new("mosquitto").arg("-h").output().is_err() {
+        return Err("mosquitto is not installed: run `cargo xtask setup`".into());
+    }
+    let scratch = root.join("target").join("bench");
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "Command: `{command}`, {runs} runs per broker and scenario, brokers alternating."
+    );
+    let _ = writeln!(
+        report,
+        "Machine: {}, {} cores. Date: {}.\n",
+        machine(),
+        cores(),
+        today()
+    );
+    let _ = writeln!(
+        report,
+        "| scenario | broker | msgs per broker CPU-s (median, min..max) | delivered msg/s | loss | p99 latency | broker RSS peak | after | generator CPU s |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|");
+    let mut ratios = String::new();
+    for scenario in SCENARIOS {
+        let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+        for run in 0..runs {
+            let order = if run % 2 == 0 {
+                [Broker::Femtomq, Broker::Mosquitto]
+            } else {
+                [Broker::Mosquitto, Broker::Femtomq]
+            };
+            for broker in order {
+                eprintln!(
+                    "bench: {} on {} (run {}/{runs})",
+                    scenario.name,
+                    broker.name(),
+                    run + 1
+                );
+                let sample = run_once(broker, scenario, femtomq, &scratch)?;
+                samples[usize::from(broker == Broker::Mosquitto)].push(sample);
+            }
+        }
+        let connections =
+            (scenario.args[0] == "conns").then(|| scenario.args[2].parse::<f64>().unwrap_or(1.0));
+        let summaries = [
+            summarize(&samples[0], connections),
+            summarize(&samples[1], connections),
+        ];
+        for (broker, summary) in [Broker::Femtomq, Broker::Mosquitto].iter().zip(&summaries) {
+            let memory = if connections.is_some() {
+                format!(
+                    "{:.0} KB ({:.0} B per connection)",
+                    summary.rss_peak_kb, summary.per_connection_bytes
+                )
+            } else {
+                format!("{:.0} KB", summary.rss_peak_kb)
+            };
+            let _ = writeln!(
+                report,
+                "| {} | {} | {} ({}..{}) | {} | {:.2}% | {:.1} ms | {memory} | {:.0} KB | {:.2} |",
+                scenario.name,
+                broker.name(),
+                human(summary.per_cpu),
+                human(summary.per_cpu_range.0),
+                human(summary.per_cpu_range.1),
+                human(summary.rate),
+                summary.loss * 100.0,
+                summary.p99_ms,
+                summary.rss_after_kb,
+                summary.generator_cpu
+            );
+        }
+        let ratio = summaries[0].per_cpu / summaries[1].per_cpu;
+        let _ = writeln!(
+            ratios,
+            "- {}: femtomq/Mosquitto = **{ratio:.2}x** msgs per broker CPU-second",
+            scenario.name
+        );
+    }
+    let _ = writeln!(report, "\nRatios (medians):\n\n{ratios}");
+    Ok(report)
+}
+
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn cores() -> usize {
+    thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn today() -> String {
+    Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Replaces the text between the brokers markers of BENCHMARKS.md (appending them if absent).
+pub fn write_report(benchmarks: &PathBuf, report: &str) -> Result {
+    const BEGIN: &str = "<!-- brokers:begin -->";
+    const END: &str = "<!-- brokers:end -->";
+    let text = std::fs::read_to_string(benchmarks).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let section = format!("{BEGIN}\n{report}{END}");
+    let updated = match (text.find(BEGIN), text.find(END)) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{section}{}", &text[..start], &text[end + END.len()..])
+        }
+        _ => format!(
+            "{}\n## Brokers side by side\n\n{section}\n",
+            text.trim_end()
+        ),
+    };
+    std::fs::write(benchmarks, updated).map_err(|e| e.to_string())
+}
