@@ -885,8 +885,10 @@ impl Sim {
             return false;
         }
         let conn = state.conn;
-        let out = self.broker.output(conn).to_vec();
-        self.broker.consume_output(conn, out.len());
+        // As the POSIX port does: take the whole buffer, which lets the engine move messages
+        // that waited for a congested connection.
+        let mut out = Vec::new();
+        self.broker.swap_output(conn, &mut out, self.now);
         let mut rest = &out[..];
         let mut moved = !out.is_empty();
         while !rest.is_empty() {
