@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod cross;
+
 mod brokers;
 
 /// Debian packages the tests and cross builds need (see `../shared/DESIGN.md`, "Cross targets").
@@ -30,6 +32,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "mosquitto",
     "mosquitto-clients",
     "python3-venv",
+    // Static musl builds of the smallest x86_64 board (boards/x86_64-musl.toml): musl-gcc and
+    // musl's libc.a, and libunwind.a for the unwinder std links.
+    "musl-tools",
+    "musl-dev",
+    "libunwind-14-dev",
 ];
 
 /// The Python MQTT client of the end-to-end tests, pinned (its 2.x callback API is used).
@@ -50,6 +57,9 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("ci") => ci(),
         Some("no-std") => build_bare_metal(),
+        Some("build") => cross::build_command(&args[1..]),
+        Some("test") => cross::test_command(&args[1..]),
+        Some("size") => cross::size_command(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
@@ -76,6 +86,14 @@ Commands:
                      Python venv (.venv) with paho-mqtt for the end-to-end tests (idempotent)
   ci                 everything CI checks: setup, fmt, clippy, tests, bare-metal core builds
   no-std             build femtomq-core for {targets} with -Zbuild-std
+  build --board NAME [--minimal]
+                     build for a board of boards/ (cross with -Zbuild-std); prints the path
+                     of the stripped binary (or the core's .rlib) last
+  test --board NAME  build, start the broker (under qemu-user for cross boards) and run the
+                     smoke suite against it with mosquitto_pub/mosquitto_sub
+  size [--board NAME] [--minimal]
+                     build and run size-report (every board with a binary by default):
+                     sizes, RSS, budgets; JSON in target/cross/size-report.json
   fuzz [SECONDS]     run each cargo-fuzz target for SECONDS (default 60); not part of ci
   bench [codec]      run the codec benchmark (results go to BENCHMARKS.md by hand)
   bench brokers [N]  femtomq against Mosquitto, N runs each (default 3), into BENCHMARKS.md",
@@ -267,6 +285,8 @@ fn ci() -> Result {
         run(cargo().args(["test", "--workspace", "--locked"]))
     })?;
     step("no-std core builds", build_bare_metal)?;
+    step("cross builds and qemu smoke suites", cross::ci_cross)?;
+    step("size-report against the board budgets", cross::ci_size)?;
     eprintln!(
         "\nci: all steps passed in {:.0} s",
         started.elapsed().as_secs_f64()
