@@ -333,6 +333,13 @@ impl Broker {
             .expect("no VmRSS line")
     }
 
+    /// How many file descriptors the broker has open (listeners, clients, pipes, log).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|dir| dir.count())
+            .expect("the broker process is gone")
+    }
+
     /// Sends a signal to the broker.
     pub fn signal(&self, signal: rustix::process::Signal) {
         send_signal(self.pid(), signal);
