@@ -52,14 +52,20 @@ def make_client(args, clean=True, **kwargs):
     )
 
 
-def connect(client, args, clean=True, session_expiry=None, wait=True):
-    """Connects and starts the network thread; returns (session_present, reason code)."""
+def connect(client, args, clean=True, session_expiry=None, wait=True, announce=False):
+    """Connects and starts the network thread; returns (session_present, reason code).
+
+    With announce, prints {"event": "connected", "session_present": ...} from the CONNACK
+    callback itself, so it comes before any message the broker sends right after CONNACK.
+    """
     done = threading.Event()
     result = {}
 
     def on_connect(client, userdata, flags, reason_code, properties):
         result["session_present"] = bool(flags.session_present)
         result["reason_code"] = reason_code.value
+        if announce:
+            emit(event="connected", session_present=bool(flags.session_present))
         done.set()
 
     client.on_connect = on_connect

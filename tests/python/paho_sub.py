@@ -49,8 +49,7 @@ def main():
     client.on_message = on_message
     client.on_subscribe = on_subscribe
     client.on_disconnect = on_disconnect
-    session_present, _ = connect(client, args, clean=clean, session_expiry=args.session_expiry)
-    emit(event="connected", session_present=session_present)
+    connect(client, args, clean=clean, session_expiry=args.session_expiry, announce=True)
     if args.topic:
         client.subscribe([(topic, args.qos) for topic in args.topic])
         if not subscribed.wait(args.timeout):

@@ -497,12 +497,11 @@ impl Spawned {
         let mut pipe = child.stderr.take().expect("stderr is piped");
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
-            while let Ok(1..) = pipe.read(&mut buffer).map(|n| {
+            while let Ok(count @ 1..) = pipe.read(&mut buffer) {
                 if let Ok(mut text) = sink.lock() {
-                    text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+                    text.push_str(&String::from_utf8_lossy(&buffer[..count]));
                 }
-                n
-            }) {}
+            }
         });
         Spawned {
             name,
@@ -800,7 +799,8 @@ pub fn json(line: &str) -> serde_json::Value {
 pub fn paho_messages(process: &Spawned, count: usize, timeout: Duration) -> Vec<serde_json::Value> {
     process
         .collect(count, timeout, |line| {
-            json(line)["event"] == "message" || panic!("unexpected output {line}")
+            assert_eq!(json(line)["event"], "message", "unexpected output {line}");
+            true
         })
         .iter()
         .map(|line| json(line))

@@ -187,6 +187,8 @@ fn topic_alias_from_paho_is_resolved_for_every_subscriber() {
         ],
     );
     let acks = publisher.collect(4, STEP, |_| true);
+    assert_eq!(publisher.wait(STEP).map(|s| s.success()), Some(true));
+    assert_eq!(json(&acks[3])["event"], "done");
     for (index, ack) in acks[..3].iter().enumerate() {
         let ack = json(ack);
         assert_eq!(
