@@ -18,7 +18,7 @@ fn bytes_of(packet: Packet<'_>, version: ProtocolVersion) -> Vec<u8> {
 /// Takes what the broker wrote to `conn` and decodes it into owned debug strings plus raw bytes.
 fn drain(broker: &mut Broker, conn: ConnId, version: ProtocolVersion) -> Vec<Vec<u8>> {
     let out = broker.output(conn).to_vec();
-    broker.consume_output(conn, out.len());
+    broker.consume_output(conn, out.len(), Instant(0));
     let mut packets = Vec::new();
     let mut rest = &out[..];
     while !rest.is_empty() {
@@ -235,4 +235,122 @@ fn a_subscriber_that_stops_reading_cannot_grow_the_brokers_memory() {
         "swap_output pumps the queue"
     );
     assert!(!broker.output(slow).is_empty());
+}
+
+/// Takes the subscriber's output (as the port does) and acknowledges every QoS 1 PUBLISH in it.
+fn read_and_ack(broker: &mut Broker, conn: ConnId, now: Instant) -> usize {
+    let mut buffer = Vec::new();
+    broker.swap_output(conn, &mut buffer, now);
+    let mut rest = &buffer[..];
+    let mut acks = Vec::new();
+    let mut count = 0;
+    while let Ok(Decoded::Packet { packet, len }) = decode(rest, V5, MAX_PACKET_SIZE) {
+        if let Packet::Publish(Publish {
+            qos_pid: QosPid::AtLeastOnce(id),
+            ..
+        }) = packet
+        {
+            acks.extend(bytes_of(Packet::PubAck(Ack::success(id)), V5));
+            count += 1;
+        }
+        rest = &rest[len..];
+    }
+    broker.handle_input(conn, &acks, now);
+    count
+}
+
+fn flow_control_setup() -> (Broker, ConnId, ConnId, Instant) {
+    let mut config = Config::default();
+    config.limits.max_queued_messages = 100;
+    config.limits.max_inflight = 10;
+    let mut broker = Broker::new(config, 3);
+    let now = Instant(10_000);
+    let subscriber = connect(&mut broker, "sub", now);
+    let publisher = connect(&mut broker, "pub", now);
+    subscribe(&mut broker, subscriber, "f/#", QoS::AtLeastOnce, now);
+    (broker, subscriber, publisher, now)
+}
+
+fn publish_qos1(broker: &mut Broker, publisher: ConnId, count: u16, now: Instant) {
+    for id in 1..=count {
+        publish(
+            broker,
+            publisher,
+            "f/x",
+            b"data",
+            QosPid::AtLeastOnce(NonZeroU16::new(id).unwrap()),
+            now,
+        );
+    }
+    drain(broker, publisher, V5);
+}
+
+#[test]
+fn a_draining_subscriber_holds_back_its_publisher_instead_of_dropping_messages() {
+    let (mut broker, subscriber, publisher, now) = flow_control_setup();
+    // 10 go in flight, the next 50 fill half of the 100-message queue: the publisher is paused.
+    publish_qos1(&mut broker, publisher, 60, now);
+    assert!(
+        broker.is_paused(publisher),
+        "publisher held back at the high-water mark"
+    );
+    assert!(!broker.is_paused(subscriber));
+    assert_eq!(broker.stats().messages_dropped, 0);
+    // The subscriber drains; below a quarter of the queue the publisher may read again and the
+    // engine wakes its connection.
+    while broker.poll_writable().is_some() {}
+    let mut rounds = 0;
+    while broker.is_paused(publisher) {
+        assert!(
+            read_and_ack(&mut broker, subscriber, now) > 0,
+            "the subscriber drains"
+        );
+        rounds += 1;
+    }
+    // Released only below the low-water mark (a quarter of the queue limit).
+    assert!(
+        broker.queued_messages("sub").unwrap() <= 25,
+        "released after {rounds} rounds"
+    );
+    assert!(
+        std::iter::from_fn(|| broker.poll_writable()).any(|c| c == publisher),
+        "publisher woken"
+    );
+    // Nothing was lost on the way.
+    while read_and_ack(&mut broker, subscriber, now) > 0 {}
+    assert_eq!(broker.queued_messages("sub"), Some(0));
+    assert_eq!(broker.stats().messages_dropped, 0);
+}
+
+#[test]
+fn a_stuck_subscriber_holds_back_nobody_for_long() {
+    let (mut broker, subscriber, publisher, now) = flow_control_setup();
+    publish_qos1(&mut broker, publisher, 60, now);
+    assert!(broker.is_paused(publisher));
+    // The subscriber never reads nor acknowledges: after a second the publisher is released.
+    let later = now.plus_millis(1_000);
+    broker.handle_timeout(later);
+    assert!(
+        !broker.is_paused(publisher),
+        "a stalled subscriber releases its publishers"
+    );
+    // And it holds nobody back any more while it makes no progress: its queue fills to the
+    // limit and the overflow is dropped and reported, but the publisher keeps going.
+    publish_qos1(&mut broker, publisher, 60, later);
+    assert!(!broker.is_paused(publisher));
+    assert_eq!(broker.queued_messages("sub"), Some(100));
+    assert!(broker.stats().messages_dropped > 0);
+    let _ = subscriber;
+}
+
+#[test]
+fn an_offline_subscriber_holds_back_nobody() {
+    let (mut broker, subscriber, publisher, now) = flow_control_setup();
+    publish_qos1(&mut broker, publisher, 30, now);
+    broker.closed(subscriber, now);
+    publish_qos1(&mut broker, publisher, 60, now);
+    assert!(
+        !broker.is_paused(publisher),
+        "offline sessions queue or drop, they do not pause"
+    );
 }

@@ -415,9 +415,11 @@ impl Shared {
         let max_packet = self.broker.borrow().config().limits.max_packet_size as usize;
         let mut scratch = self.scratch.borrow_mut();
         for _ in 0..READS_PER_TURN {
-            if self.broker.borrow().is_closing(conn) {
+            let broker = self.broker.borrow();
+            if broker.is_closing(conn) || broker.is_paused(conn) {
                 return Ok(Reading::Progress);
             }
+            drop(broker);
             let result = if pending.is_empty() {
                 // The common case: read into the shared buffer, keep only a partial tail.
                 match stream.get_ref().read(&mut scratch[..]) {
@@ -514,7 +516,27 @@ async fn pump_connection(
         if shared.broker.borrow().is_closing(conn) {
             return Ok(());
         }
-        let readable = async { stream.readable().await.map(|()| Wake::Readable) };
+        // A paused connection (flow control) is not read until the engine wakes it.
+        let paused = shared.broker.borrow().is_paused(conn);
+        // Packets left over when the engine paused this connection are handled first: the
+        // socket may have nothing more to say, so it would never become readable for them.
+        if !paused && !pending.is_empty() {
+            let used = shared
+                .broker
+                .borrow_mut()
+                .handle_input(conn, &pending, shared.now());
+            if used > 0 {
+                pending.drain(..used);
+                shared.dispatch();
+                continue;
+            }
+        }
+        let readable = async {
+            if paused {
+                future::pending::<()>().await;
+            }
+            stream.readable().await.map(|()| Wake::Readable)
+        };
         let notified = async {
             notify.notified().await;
             Ok(Wake::Notified)

@@ -122,6 +122,9 @@ struct Connection {
     username: Option<Box<str>>,
     auth_method: Option<Box<str>>,
     reauthenticating: bool,
+    /// Flow control: the port stops reading this connection until the sessions its messages
+    /// are piling up in have drained (see [`Broker::is_paused`]).
+    paused: bool,
     /// CONNECT asked for a Session Expiry Interval of 0 (then DISCONNECT may not raise it).
     connect_expiry_zero: bool,
 }
@@ -147,6 +150,7 @@ impl Connection {
             username: None,
             auth_method: None,
             reauthenticating: false,
+            paused: false,
             connect_expiry_zero: false,
         }
     }
@@ -158,6 +162,8 @@ enum TimerKind {
     KeepAlive,
     Will,
     SessionExpiry,
+    /// Releases the publishers a session holds back if it made no progress since.
+    StallCheck,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -197,6 +203,8 @@ pub struct Broker {
     assigned_ids: u64,
     seed: u64,
     stats: Stats,
+    /// The connection whose packets are being handled (the publisher, for flow control).
+    input: Option<ConnId>,
 }
 
 impl core::fmt::Debug for Broker {
@@ -206,6 +214,9 @@ impl core::fmt::Debug for Broker {
             .finish_non_exhaustive()
     }
 }
+
+/// A subscriber that made no progress for this long holds back no publisher (flow control).
+const STALL_MS: u64 = 1000;
 
 /// How long a connection may stay silent: 1.5 times its keep alive (MQTT 5 `[MQTT-3.1.2-22]`,
 /// 3.1.1 `[MQTT-3.1.2-24]`).
@@ -252,6 +263,7 @@ impl Broker {
             assigned_ids: 0,
             seed,
             stats: Stats::default(),
+            input: None,
         }
     }
 
@@ -359,14 +371,20 @@ impl Broker {
     }
 
     /// Marks the first `written` bytes of [`Broker::output`] as sent.
-    pub fn consume_output(&mut self, conn: ConnId, written: usize) {
-        if let Some(connection) = self.connection_mut(conn) {
-            let written = written.min(connection.out.len());
-            connection.out.drain(..written);
-            if connection.out.is_empty() && connection.out.capacity() > 4096 {
-                // Buffers grow to the packet in hand and shrink back when idle.
-                connection.out = Vec::new();
-            }
+    ///
+    /// Messages that waited for a congested connection move into the room this makes.
+    pub fn consume_output(&mut self, conn: ConnId, written: usize, now: Instant) {
+        let Some(connection) = self.connection_mut(conn) else {
+            return;
+        };
+        let written = written.min(connection.out.len());
+        connection.out.drain(..written);
+        if connection.out.is_empty() && connection.out.capacity() > 4096 {
+            // Buffers grow to the packet in hand and shrink back when idle.
+            connection.out = Vec::new();
+        }
+        if let Some(index) = connection.session {
+            self.output_taken(index, now);
         }
     }
 
@@ -383,10 +401,16 @@ impl Broker {
         };
         core::mem::swap(&mut connection.out, buffer);
         if let Some(index) = connection.session {
-            if self.session(index).is_some_and(|s| !s.queue.is_empty()) {
-                self.pump(index, now);
-            }
+            self.output_taken(index, now);
         }
+    }
+
+    /// The port took a session's output: move waiting messages into the room it made.
+    fn output_taken(&mut self, index: u32, now: Instant) {
+        if self.session(index).is_some_and(|s| !s.queue.is_empty()) {
+            self.pump(index, now);
+        }
+        self.made_progress(index, now);
     }
 
     /// True when `conn` has `max_output_bytes` or more waiting for its socket.
@@ -394,6 +418,14 @@ impl Broker {
         let high_water = self.config.limits.max_output_bytes as usize;
         self.connection(conn)
             .is_some_and(|c| c.out.len() >= high_water)
+    }
+
+    /// True while the port should not read from `conn`: its messages are piling up in the
+    /// queues of subscribers that are draining them (flow control). The engine marks the
+    /// connection writable (see [`Broker::poll_writable`]) when it may read again.
+    pub fn is_paused(&self, conn: ConnId) -> bool {
+        self.connection(conn)
+            .is_some_and(|c| c.paused && !matches!(c.phase, Phase::Closing))
     }
 
     /// True when the engine wants `conn` closed once its output is written.
@@ -506,6 +538,8 @@ impl Broker {
     }
 
     fn detach_session(&mut self, index: u32, cause: CloseCause, now: Instant) {
+        // An offline session holds back no publisher: its messages queue or drop at the limits.
+        self.release_waiters(index);
         let max_expiry = self.config.max_session_expiry;
         let Some(session) = self.session_mut(index) else {
             return;
@@ -601,6 +635,7 @@ impl Broker {
                 TimerKind::KeepAlive => self.keep_alive_check(timer, now),
                 TimerKind::Will => self.will_due(timer, now),
                 TimerKind::SessionExpiry => self.session_expired(timer),
+                TimerKind::StallCheck => self.stall_check(timer, now),
             }
         }
     }
@@ -702,7 +737,13 @@ impl Broker {
                     if let Some(connection) = self.connection_mut(conn) {
                         connection.last_received = now;
                     }
+                    self.input = Some(conn);
                     self.handle_packet(conn, packet, now);
+                    self.input = None;
+                    if self.is_paused(conn) {
+                        // Flow control: leave the rest for when the subscribers have drained.
+                        return used;
+                    }
                 }
                 Err(error) => {
                     self.decode_failed(conn, error, rest, now);
@@ -839,7 +880,13 @@ impl Broker {
         if let Some(connection) = self.connection_mut(conn) {
             connection.version = connect.version;
         }
-        if self.stats.connected >= self.config.limits.max_connections {
+        // A client taking over its own connected session does not add a connection.
+        let takeover = self
+            .by_client_id
+            .get(connect.client_id)
+            .and_then(|&index| self.session(index))
+            .is_some_and(|session| session.conn.is_some());
+        if self.stats.connected >= self.config.limits.max_connections && !takeover {
             self.refuse(conn, ReasonCode::QUOTA_EXCEEDED, now);
             return;
         }
@@ -1078,9 +1125,20 @@ impl Broker {
             return;
         };
         match decision {
-            AuthDecision::Allow { data, .. } => {
+            AuthDecision::Allow { data, username } => {
+                let mut session = None;
                 if let Some(connection) = self.connection_mut(conn) {
                     connection.reauthenticating = false;
+                    if let Some(username) = &username {
+                        connection.username = Some(username.clone());
+                        session = connection.session;
+                    }
+                }
+                // A new identity from re-authentication applies to authorization from now on.
+                if let (Some(index), Some(username)) = (session, username) {
+                    if let Some(session) = self.session_mut(index) {
+                        session.username = Some(username);
+                    }
                 }
                 self.send_auth(conn, ReasonCode::SUCCESS, &method, data.as_deref());
             }
@@ -1134,6 +1192,15 @@ impl Broker {
         let (index, session_present) = match existing {
             Some(index) if !request.clean_start => (index, true),
             Some(index) => {
+                // The old session ends here, so a will still waiting for its delay is due now
+                // (§3.1.3.2.2: published when the delay passes or the session ends).
+                let pending_will = self.session_mut(index).and_then(|s| {
+                    s.will_due.take()?;
+                    s.will.take()
+                });
+                if let Some(will) = pending_will {
+                    self.publish_will(will.message, now);
+                }
                 self.end_session(index, SessionEnd::CleanStart);
                 (self.create_session(request.client_id.clone()), false)
             }
@@ -1168,6 +1235,7 @@ impl Broker {
         };
         session.conn = Some(conn);
         session.epoch = session.epoch.wrapping_add(1);
+        session.last_progress = now;
         session.username = username.clone();
         session.listener = listener;
         session.expiry_secs = request.session_expiry;
@@ -1439,8 +1507,9 @@ impl Broker {
                 return;
             }
             // More unreleased QoS 2 messages than the Receive Maximum we announced, which the
-            // client must not send `[MQTT-3.3.4-7]`: DISCONNECT 0x93 (§3.3.4).
-            if session.inbound_qos2.len() >= usize::from(self.config.limits.max_inflight) {
+            // client must not send `[MQTT-3.3.4-7]`: DISCONNECT 0x93 (§3.3.4). 3.1.1 has no
+            // Receive Maximum; its packet identifiers bound the set to 65,535 entries.
+            if v5 && session.inbound_qos2.len() >= usize::from(self.config.limits.max_inflight) {
                 self.protocol_violation(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
                 return;
             }
@@ -1610,6 +1679,7 @@ impl Broker {
             Some(conn) if outgoing.qos == QoS::AtMostOnce => {
                 // QoS 0 is not subject to the Receive Maximum.
                 self.transmit(index, conn, outgoing, now);
+                self.hold_back_publisher(index, conn, now);
             }
             Some(conn) => {
                 let window = self
@@ -1623,11 +1693,118 @@ impl Broker {
                 } else {
                     self.enqueue(index, outgoing);
                 }
+                self.hold_back_publisher(index, conn, now);
             }
             None if outgoing.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline => {
                 self.dropped(index, outgoing, DropReason::Offline);
             }
             None => self.enqueue(index, outgoing),
+        }
+    }
+
+    /// Whether a session's backlog is at its high-water mark (half its queue limits, or its
+    /// connection congested), or still above its low-water mark (a quarter) when `releasing`.
+    fn backlogged(&self, index: u32, conn: ConnId, releasing: bool) -> bool {
+        let limits = &self.config.limits;
+        let Some(session) = self.session(index) else {
+            return false;
+        };
+        let divisor = if releasing { 4 } else { 2 };
+        let output = self.connection(conn).map_or(0, |c| c.out.len());
+        session.queue.len() * divisor >= (limits.max_queued_messages as usize).max(1)
+            || session.queued_bytes * divisor >= (limits.max_queued_bytes as usize).max(1)
+            || output * divisor / 2 >= (limits.max_output_bytes as usize).max(1)
+    }
+
+    /// Flow control: a subscriber that is draining but falling behind holds back the publisher
+    /// whose input is being handled, instead of letting its queue overflow. A subscriber that
+    /// made no progress for `STALL_MS` holds back nobody, so a stuck client cannot stall others.
+    fn hold_back_publisher(&mut self, index: u32, conn: ConnId, now: Instant) {
+        let Some(publisher) = self.input.filter(|&p| p != conn) else {
+            return;
+        };
+        if !self.backlogged(index, conn, false) {
+            return;
+        }
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        if now.millis_since(session.last_progress) >= STALL_MS {
+            return;
+        }
+        if !session.waiters.contains(&publisher) {
+            session.waiters.push(publisher);
+        }
+        let schedule = !session.stall_check_armed;
+        session.stall_check_armed = true;
+        let (at, epoch) = (session.last_progress.plus_millis(STALL_MS), session.epoch);
+        if schedule {
+            self.timers.push(Reverse(Timer {
+                at,
+                kind: TimerKind::StallCheck,
+                index,
+                generation: epoch,
+            }));
+        }
+        if let Some(connection) = self.connection_mut(publisher) {
+            connection.paused = true;
+        }
+    }
+
+    /// A session made progress (its client acknowledged, or the port took its output): release
+    /// the publishers it held back once its backlog is below the low-water mark.
+    fn made_progress(&mut self, index: u32, now: Instant) {
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        // Monotonic even if a port reports times out of order.
+        session.last_progress = session.last_progress.max(now);
+        if session.waiters.is_empty() {
+            return;
+        }
+        let still = session
+            .conn
+            .is_some_and(|conn| self.backlogged(index, conn, true));
+        if !still {
+            self.release_waiters(index);
+        }
+    }
+
+    fn release_waiters(&mut self, index: u32) {
+        let Some(session) = self.session_mut(index) else {
+            return;
+        };
+        let waiters = core::mem::take(&mut session.waiters);
+        for publisher in waiters {
+            if let Some(connection) = self.connection_mut(publisher) {
+                connection.paused = false;
+                // Wake the port's task for it, so that it reads again.
+                connection.queued_writable = false;
+                self.mark_writable(publisher);
+            }
+        }
+    }
+
+    fn stall_check(&mut self, timer: Timer, now: Instant) {
+        let Some(session) = self.session_mut(timer.index) else {
+            return;
+        };
+        session.stall_check_armed = false;
+        if session.waiters.is_empty() {
+            return;
+        }
+        let due = session.last_progress.plus_millis(STALL_MS);
+        if now >= due || session.conn.is_none() {
+            self.release_waiters(timer.index);
+        } else {
+            session.stall_check_armed = true;
+            let epoch = session.epoch;
+            self.timers.push(Reverse(Timer {
+                at: due,
+                kind: TimerKind::StallCheck,
+                index: timer.index,
+                generation: epoch,
+            }));
         }
     }
 
@@ -1831,6 +2008,7 @@ impl Broker {
             let entry = session.inflight.remove(position);
             self.acknowledged(index, entry);
             self.pump(index, now);
+            self.made_progress(index, now);
         }
     }
 
@@ -1848,9 +2026,17 @@ impl Broker {
                 let entry = session.inflight.remove(position);
                 self.acknowledged(index, entry);
                 self.pump(index, now);
+                self.made_progress(index, now);
             }
             Some(position) => {
                 session.inflight[position].awaiting = Awaiting::PubComp;
+                self.send(conn, &Packet::PubRel(Ack::success(ack.packet_id)));
+            }
+            // A repeated PUBREC (its PUBREL was lost or is late) gets the PUBREL again.
+            None if session
+                .inflight_position(ack.packet_id, Awaiting::PubComp)
+                .is_some() =>
+            {
                 self.send(conn, &Packet::PubRel(Ack::success(ack.packet_id)));
             }
             None => {
@@ -1878,6 +2064,7 @@ impl Broker {
             let entry = session.inflight.remove(position);
             self.acknowledged(index, entry);
             self.pump(index, now);
+            self.made_progress(index, now);
         }
     }
 
@@ -1946,7 +2133,13 @@ impl Broker {
                     };
                     if send_retained {
                         let ids: Box<[u32]> = identifier.into_iter().collect();
+                        let mut expired: Vec<SharedMessage> = Vec::new();
                         self.retained.for_each_match(filter, |message| {
+                            if message.is_expired(now) {
+                                // Expired retained messages are deleted, not sent (§3.3.2.3.3).
+                                expired.push(message.clone());
+                                return;
+                            }
                             retained.push(Outgoing {
                                 message: message.clone(),
                                 qos: message.qos.min(options.qos),
@@ -1956,6 +2149,15 @@ impl Broker {
                                 subscription_ids: ids.clone(),
                             });
                         });
+                        for message in expired {
+                            if self
+                                .retained
+                                .get(&message.topic)
+                                .is_some_and(|kept| Arc::ptr_eq(kept, &message))
+                            {
+                                self.retained.remove(&message.topic);
+                            }
+                        }
                     }
                 }
                 Err(

@@ -79,6 +79,12 @@ pub(crate) struct Session {
     pub will: Option<PendingWill>,
     /// A will whose connection ended, waiting for its delay: published at this time.
     pub will_due: Option<Instant>,
+    /// Publisher connections held back because this session is behind (flow control).
+    pub waiters: Vec<ConnId>,
+    /// When the client last acknowledged something or the port took its output.
+    pub last_progress: Instant,
+    /// Whether a stall check timer is pending for this session.
+    pub stall_check_armed: bool,
 }
 
 impl Session {
@@ -97,6 +103,9 @@ impl Session {
             next_packet_id: 1,
             will: None,
             will_due: None,
+            waiters: Vec::new(),
+            last_progress: Instant(0),
+            stall_check_armed: false,
         }
     }
 

@@ -837,7 +837,7 @@ impl Sim {
                 let Some(&index) = by_conn.get(&conn) else {
                     // A connection the test never saw (should not happen) or already closed.
                     let n = self.broker.output(conn).len();
-                    self.broker.consume_output(conn, n);
+                    self.broker.consume_output(conn, n, self.now);
                     continue;
                 };
                 moved |= self.flush(index);
