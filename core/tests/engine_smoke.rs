@@ -354,3 +354,186 @@ fn an_offline_subscriber_holds_back_nobody() {
         "offline sessions queue or drop, they do not pause"
     );
 }
+
+fn connect_with(
+    broker: &mut Broker,
+    connect: Connect<'_>,
+    now: Instant,
+) -> (ConnId, ReasonCode, bool) {
+    let conn = broker.open(0, now);
+    let version = connect.version;
+    broker.handle_input(conn, &bytes_of(Packet::Connect(connect), version), now);
+    let out = drain(broker, conn, version);
+    match decode_packet(&out[0], version).unwrap() {
+        Packet::ConnAck(connack) => (conn, connack.reason, connack.session_present),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+fn connect_packet(client_id: &str, version: ProtocolVersion) -> Connect<'_> {
+    Connect {
+        version,
+        clean_start: true,
+        keep_alive: 0,
+        properties: ConnectProperties::default(),
+        client_id,
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+#[test]
+fn mqtt_3_1_4_3_a_takeover_is_accepted_at_the_connection_limit() {
+    let mut config = Config::default();
+    config.limits.max_connections = 1;
+    let mut broker = Broker::new(config, 1);
+    let now = Instant(0);
+    let (first, reason, _) = connect_with(&mut broker, connect_packet("same", V5), now);
+    assert_eq!(reason, ReasonCode::SUCCESS);
+    // Another client id is refused: the broker is full.
+    let (_, reason, _) = connect_with(&mut broker, connect_packet("other", V5), now);
+    assert_eq!(reason, ReasonCode::QUOTA_EXCEEDED);
+    // The same client id takes over its own connection.
+    let (_, reason, _) = connect_with(&mut broker, connect_packet("same", V5), now);
+    assert_eq!(reason, ReasonCode::SUCCESS);
+    assert!(broker.is_closing(first));
+    assert_eq!(broker.stats().connected, 1);
+}
+
+#[test]
+fn mqtt_4_3_3_a_repeated_pubrec_gets_its_pubrel_again() {
+    let mut broker = Broker::new(Config::default(), 1);
+    let now = Instant(0);
+    let subscriber = connect(&mut broker, "sub", now);
+    let publisher = connect(&mut broker, "pub", now);
+    subscribe(&mut broker, subscriber, "q2", QoS::ExactlyOnce, now);
+    publish(
+        &mut broker,
+        publisher,
+        "q2",
+        b"x",
+        QosPid::ExactlyOnce(NonZeroU16::new(5).unwrap()),
+        now,
+    );
+    let delivered = drain(&mut broker, subscriber, V5);
+    let Packet::Publish(Publish {
+        qos_pid: QosPid::ExactlyOnce(id),
+        ..
+    }) = decode_packet(&delivered[0], V5).unwrap()
+    else {
+        panic!("expected a QoS 2 PUBLISH")
+    };
+    for _ in 0..2 {
+        broker.handle_input(
+            subscriber,
+            &bytes_of(Packet::PubRec(Ack::success(id)), V5),
+            now,
+        );
+        let out = drain(&mut broker, subscriber, V5);
+        assert_eq!(
+            decode_packet(&out[0], V5).unwrap(),
+            Packet::PubRel(Ack::success(id)),
+            "PUBREL, not 0x92"
+        );
+    }
+}
+
+#[test]
+fn mqtt_3_1_1_clients_have_no_receive_maximum_to_exceed() {
+    let mut config = Config::default();
+    config.limits.max_inflight = 2;
+    let mut broker = Broker::new(config, 1);
+    let now = Instant(0);
+    let (publisher, _, _) = connect_with(
+        &mut broker,
+        connect_packet("v3", ProtocolVersion::V3_1_1),
+        now,
+    );
+    for id in 1..=5u16 {
+        let publish = Packet::Publish(Publish {
+            dup: false,
+            qos_pid: QosPid::ExactlyOnce(NonZeroU16::new(id).unwrap()),
+            retain: false,
+            topic: "t",
+            properties: PublishProperties::default(),
+            payload: b"x",
+        });
+        broker.handle_input(publisher, &bytes_of(publish, ProtocolVersion::V3_1_1), now);
+    }
+    assert!(
+        !broker.is_closing(publisher),
+        "five unreleased QoS 2 messages are fine in 3.1.1"
+    );
+    assert_eq!(
+        drain(&mut broker, publisher, ProtocolVersion::V3_1_1).len(),
+        5,
+        "five PUBRECs"
+    );
+}
+
+#[test]
+fn expired_retained_messages_are_deleted_not_sent() {
+    let mut broker = Broker::new(Config::default(), 1);
+    let now = Instant(0);
+    let publisher = connect(&mut broker, "pub", now);
+    let publish = Packet::Publish(Publish {
+        dup: false,
+        qos_pid: QosPid::AtMostOnce,
+        retain: true,
+        topic: "r",
+        properties: PublishProperties {
+            message_expiry_interval: Some(1),
+            ..PublishProperties::default()
+        },
+        payload: b"short-lived",
+    });
+    broker.handle_input(publisher, &bytes_of(publish, V5), now);
+    assert_eq!(broker.retained_count(), 1);
+    let later = now.plus_secs(2);
+    let subscriber = connect(&mut broker, "sub", later);
+    subscribe(&mut broker, subscriber, "r", QoS::AtMostOnce, later);
+    assert!(
+        drain(&mut broker, subscriber, V5).is_empty(),
+        "nothing sent"
+    );
+    assert_eq!(broker.retained_count(), 0, "and deleted from the store");
+}
+
+#[test]
+fn mqtt_3_1_3_9_a_clean_start_takeover_ends_the_session_and_publishes_its_delayed_will() {
+    let mut broker = Broker::new(Config::default(), 1);
+    let now = Instant(0);
+    let watcher = connect(&mut broker, "watcher", now);
+    subscribe(&mut broker, watcher, "wills/#", QoS::AtMostOnce, now);
+    let will = Will {
+        properties: WillProperties {
+            will_delay_interval: Some(60),
+            ..WillProperties::default()
+        },
+        topic: "wills/dev",
+        payload: b"gone",
+        qos: QoS::AtMostOnce,
+        retain: false,
+    };
+    let with_will = Connect {
+        will: Some(will),
+        properties: ConnectProperties {
+            session_expiry_interval: Some(300),
+            ..ConnectProperties::default()
+        },
+        ..connect_packet("dev", V5)
+    };
+    let (device, _, _) = connect_with(&mut broker, with_will, now);
+    // The connection drops: the will waits for its 60 s delay.
+    broker.closed(device, now);
+    assert!(drain(&mut broker, watcher, V5).is_empty());
+    // A new connection with Clean Start ends that session: the will is due at once.
+    connect_with(&mut broker, connect_packet("dev", V5), now.plus_secs(1));
+    let out = drain(&mut broker, watcher, V5);
+    assert_eq!(out.len(), 1, "the will is published when the session ends");
+    let Packet::Publish(will) = decode_packet(&out[0], V5).unwrap() else {
+        panic!("expected the will")
+    };
+    assert_eq!((will.topic, will.payload), ("wills/dev", &b"gone"[..]));
+}
