@@ -174,3 +174,35 @@ fn reload_applies_a_new_packet_limit_without_dropping_clients() {
         .collect();
     assert_eq!(got, ["before", "after"]);
 }
+
+#[test]
+fn reload_raising_the_packet_limit_applies_to_connections_already_open() {
+    let dir = TestDir::new("reload-up");
+    let conf = dir.write("femtomq.toml", "[limits]\nmax_packet_size = 1000\n");
+    let pid_file = dir.join("femtomq.pid");
+    let broker = Broker::start(&["--conf", path_arg(&conf), "--pid-file", path_arg(&pid_file)]);
+    let (mut client, connack) = RawClient::connected(broker.address(), raw::V5, "early");
+    assert_eq!(raw::connack_maximum_packet_size(&connack), Some(1000));
+    let sub = Subscriber::start(SubTool::Mosquitto, broker.port(), &["-q", "1", "-t", "up"]);
+
+    std::fs::write(&conf, "[limits]\nmax_packet_size = 1000000\n").unwrap();
+    run(
+        &mut femtomq(&["reload", "--pid-file", path_arg(&pid_file)]),
+        STEP,
+    )
+    .assert_success("femtomq reload");
+    assert!(broker.wait_for_log("configuration reloaded", 1, STEP));
+
+    // The connection opened under the old limit may now send up to the new one.
+    let payload = vec![b'y'; 500_000];
+    client
+        .send(&raw::publish(raw::V5, "up", &payload, Some(7)))
+        .unwrap();
+    assert_eq!(
+        client.read_packet(STEP),
+        raw::Received::Packet(vec![0x40, 0x02, 0x00, 0x07]),
+        "PUBACK for the large message"
+    );
+    let got = sub.messages(1, STEP);
+    assert_eq!(got[0].len(), "up ".len() + payload.len());
+}
