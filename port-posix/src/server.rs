@@ -160,12 +160,14 @@ fn log_event(broker: &Broker, connections: &HashMap<ConnId, ConnectionEntry>, ev
         }
         Event::AccessDenied {
             session,
+            username,
             access,
             topic,
         } => {
             warn!(
-                "access denied: client `{}` {access:?} `{topic}`",
-                broker.client_id(*session).unwrap_or("?")
+                "access denied: client `{}` user `{}` {access:?} `{topic}`",
+                broker.client_id(*session).unwrap_or("?"),
+                username.as_deref().unwrap_or("-")
             )
         }
         Event::MessageDropped {

@@ -3,9 +3,15 @@
 //! Simple user name/password checks and MQTT 5 enhanced authentication (the AUTH exchange) go
 //! through one trait, [`Authenticator`]. Access control per topic is a second trait,
 //! [`Authorizer`]. Both may answer [`AuthDecision::Pending`] when the answer needs I/O (an HTTP
-//! callout): the port then calls `Broker::resolve_auth` when it has one.
+//! callout): the port then calls `Broker::resolve_auth` when it has one. An access check of a
+//! PUBLISH or SUBSCRIBE may likewise answer [`AccessDecision::Pending`] through
+//! [`Authorizer::check`]: the engine keeps the packet, stops reading that connection and goes on
+//! when the port calls `Broker::resolve_access`. Checks per delivery ([`Access::Receive`]) are
+//! always answered at once.
 
 use alloc::boxed::Box;
+
+use super::ConnId;
 
 use crate::ProtocolVersion;
 use crate::codec::ReasonCode;
@@ -23,6 +29,8 @@ pub struct ConnectInfo<'a> {
     pub version: ProtocolVersion,
     /// The port's name for the listener the connection arrived on (0 if it has only one).
     pub listener: u16,
+    /// The connection, for a port that answers [`AuthDecision::Pending`] and resolves it later.
+    pub conn: ConnId,
 }
 
 /// One step of an authentication.
@@ -96,6 +104,30 @@ pub struct ClientInfo<'a> {
     pub username: Option<&'a str>,
     /// Listener the client connected through.
     pub listener: u16,
+    /// The client's connection, if it is connected (a session can receive while offline).
+    pub conn: Option<ConnId>,
+}
+
+/// The answer to an access check that may need I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessDecision {
+    /// Go ahead.
+    Allow,
+    /// Refuse (SUBACK 0x87, PUBACK/PUBREC 0x87, or dropped, as the protocol version allows).
+    Deny,
+    /// The answer needs I/O: the engine keeps the packet and pauses the connection until the
+    /// port calls `Broker::resolve_access` for it.
+    Pending,
+}
+
+impl From<bool> for AccessDecision {
+    fn from(allowed: bool) -> Self {
+        if allowed {
+            AccessDecision::Allow
+        } else {
+            AccessDecision::Deny
+        }
+    }
 }
 
 /// What a client wants to do with a topic.
@@ -112,7 +144,15 @@ pub enum Access {
 /// Decides what a connected client may do.
 pub trait Authorizer {
     /// Whether `client` may perform `access` on `topic` (a name, or a filter for Subscribe).
+    /// It must answer at once: it is called for every delivery ([`Access::Receive`]).
     fn authorize(&self, client: &ClientInfo<'_>, access: Access, topic: &str) -> bool;
+
+    /// The check of an incoming PUBLISH ([`Access::Publish`]) or of one SUBSCRIBE filter
+    /// ([`Access::Subscribe`]), which may be left [`AccessDecision::Pending`] while the port
+    /// asks elsewhere. The default answers with [`Authorizer::authorize`].
+    fn check(&self, client: &ClientInfo<'_>, access: Access, topic: &str) -> AccessDecision {
+        self.authorize(client, access, topic).into()
+    }
 }
 
 /// Lets everyone in: the default for a broker with anonymous access and no ACL.

@@ -120,6 +120,8 @@ pub enum Event {
     AccessDenied {
         /// The session.
         session: SubscriberId,
+        /// The user name the client authenticated with, if any.
+        username: Option<Box<str>>,
         /// What was attempted.
         access: Access,
         /// Topic name or filter.

@@ -28,7 +28,8 @@ use core::fmt::Write as _;
 use core::num::{NonZeroU16, NonZeroU32};
 
 pub use auth::{
-    Access, AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo, ConnectInfo,
+    Access, AccessDecision, AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo,
+    ConnectInfo,
 };
 pub use config::Config;
 pub use event::{CloseCause, DropReason, Event, SessionEnd};
@@ -127,6 +128,33 @@ struct Connection {
     paused: bool,
     /// CONNECT asked for a Session Expiry Interval of 0 (then DISCONNECT may not raise it).
     connect_expiry_zero: bool,
+    /// A PUBLISH or SUBSCRIBE whose access check is pending: input stops until
+    /// [`Broker::resolve_access`].
+    pending_access: Option<Box<PendingAccess>>,
+}
+
+/// A PUBLISH or SUBSCRIBE kept while the authorizer decides ([`AccessDecision::Pending`]).
+#[derive(Debug)]
+struct PendingAccess {
+    /// The whole packet as received.
+    packet: Box<[u8]>,
+    /// The answers so far, one per check in packet order (a SUBSCRIBE checks each filter).
+    answers: Vec<bool>,
+    /// The check that is pending has its answer (from `resolve_access`) at `answers.len() - 1`.
+    resolved: bool,
+}
+
+/// The access answers known while a packet is handled (again, after `resolve_access`).
+#[derive(Debug, Default)]
+struct AccessReplay {
+    /// Answers from earlier runs, consumed in order.
+    answers: Vec<bool>,
+    /// Checks made so far in this run.
+    next: usize,
+    /// The answer at this position came from `resolve_access` and is not reported yet.
+    unreported: Option<usize>,
+    /// A check answered Pending in this run.
+    pending: bool,
 }
 
 impl Connection {
@@ -152,6 +180,7 @@ impl Connection {
             reauthenticating: false,
             paused: false,
             connect_expiry_zero: false,
+            pending_access: None,
         }
     }
 }
@@ -205,6 +234,8 @@ pub struct Broker {
     stats: Stats,
     /// The connection whose packets are being handled (the publisher, for flow control).
     input: Option<ConnId>,
+    /// Access answers for the packet being handled (see [`Broker::resolve_access`]).
+    replay: AccessReplay,
 }
 
 impl core::fmt::Debug for Broker {
@@ -264,6 +295,7 @@ impl Broker {
             seed,
             stats: Stats::default(),
             input: None,
+            replay: AccessReplay::default(),
         }
     }
 
@@ -423,9 +455,13 @@ impl Broker {
     /// True while the port should not read from `conn`: its messages are piling up in the
     /// queues of subscribers that are draining them (flow control). The engine marks the
     /// connection writable (see [`Broker::poll_writable`]) when it may read again.
+    ///
+    /// A connection whose PUBLISH or SUBSCRIBE awaits an access decision
+    /// ([`AccessDecision::Pending`]) is paused too, until [`Broker::resolve_access`].
     pub fn is_paused(&self, conn: ConnId) -> bool {
-        self.connection(conn)
-            .is_some_and(|c| c.paused && !matches!(c.phase, Phase::Closing))
+        self.connection(conn).is_some_and(|c| {
+            (c.paused || c.pending_access.is_some()) && !matches!(c.phase, Phase::Closing)
+        })
     }
 
     /// True when the engine wants `conn` closed once its output is written.
@@ -727,6 +763,10 @@ impl Broker {
             if matches!(connection.phase, Phase::Closing) {
                 return bytes.len();
             }
+            if connection.pending_access.is_some() {
+                // Nothing more is handled until the pending access check is resolved.
+                return used;
+            }
             let version = connection.version;
             let max = self.config.limits.max_packet_size as usize;
             let rest = &bytes[used..];
@@ -737,9 +777,11 @@ impl Broker {
                     if let Some(connection) = self.connection_mut(conn) {
                         connection.last_received = now;
                     }
+                    self.replay = AccessReplay::default();
                     self.input = Some(conn);
                     self.handle_packet(conn, packet, now);
                     self.input = None;
+                    self.stash_if_pending(conn, &rest[..len]);
                     if self.is_paused(conn) {
                         // Flow control: leave the rest for when the subscribers have drained.
                         return used;
@@ -749,6 +791,72 @@ impl Broker {
                     self.decode_failed(conn, error, rest, now);
                     return bytes.len();
                 }
+            }
+        }
+    }
+
+    /// After a packet was handled: if an access check answered Pending, keep the packet (and
+    /// the answers so far) until [`Broker::resolve_access`].
+    fn stash_if_pending(&mut self, conn: ConnId, packet: &[u8]) {
+        let replay = core::mem::take(&mut self.replay);
+        if !replay.pending {
+            return;
+        }
+        if let Some(connection) = self.connection_mut(conn) {
+            if !matches!(connection.phase, Phase::Closing) {
+                connection.pending_access = Some(Box::new(PendingAccess {
+                    packet: Box::from(packet),
+                    answers: replay.answers,
+                    resolved: false,
+                }));
+            }
+        }
+    }
+
+    /// Completes an access check that [`Authorizer::check`] left [`AccessDecision::Pending`]
+    /// for `conn`: the kept PUBLISH or SUBSCRIBE is handled with this answer (a SUBSCRIBE with
+    /// more filters may ask again), and once it is done the connection is marked writable (see
+    /// [`Broker::poll_writable`]) so that the port reads from it again. A `Pending` decision,
+    /// a stale `conn` or a connection with nothing pending is ignored.
+    pub fn resolve_access(&mut self, conn: ConnId, decision: AccessDecision, now: Instant) {
+        let allowed = match decision {
+            AccessDecision::Allow => true,
+            AccessDecision::Deny => false,
+            AccessDecision::Pending => return,
+        };
+        let Some(connection) = self.connection_mut(conn) else {
+            return;
+        };
+        let Some(mut pending) = connection.pending_access.take() else {
+            return;
+        };
+        let version = connection.version;
+        pending.answers.push(allowed);
+        pending.resolved = true;
+        let max = self.config.limits.max_packet_size as usize;
+        let PendingAccess {
+            packet, answers, ..
+        } = *pending;
+        self.replay = AccessReplay {
+            unreported: Some(answers.len() - 1),
+            answers,
+            next: 0,
+            pending: false,
+        };
+        if let Ok(Decoded::Packet {
+            packet: decoded, ..
+        }) = codec::decode(&packet, version, max)
+        {
+            self.input = Some(conn);
+            self.handle_packet(conn, decoded, now);
+            self.input = None;
+        }
+        self.stash_if_pending(conn, &packet);
+        if let Some(connection) = self.connection_mut(conn) {
+            if connection.pending_access.is_none() {
+                // Wake the port's task for it, so that it reads again.
+                connection.queued_writable = false;
+                self.mark_writable(conn);
             }
         }
     }
@@ -965,6 +1073,7 @@ impl Broker {
             password: request.password.as_deref(),
             version: connect.version,
             listener,
+            conn,
         };
         let decision = match properties.authentication_method {
             Some(method) => {
@@ -1074,6 +1183,7 @@ impl Broker {
                     password: request.password.as_deref(),
                     version: connection.version,
                     listener: connection.listener,
+                    conn,
                 };
                 (
                     info,
@@ -1090,6 +1200,7 @@ impl Broker {
                     password: None,
                     version: connection.version,
                     listener: connection.listener,
+                    conn,
                 };
                 let step = match auth.reason {
                     ReasonCode::RE_AUTHENTICATE => Some(true),
@@ -1412,22 +1523,66 @@ impl Broker {
             client_id: &session.client_id,
             username: session.username.as_deref(),
             listener: session.listener,
+            conn: session.conn,
         })
     }
 
+    /// A check that must be answered at once (each delivery).
     fn authorized(&mut self, index: u32, access: Access, topic: &str) -> bool {
         let allowed = self
             .client_info(index)
             .is_some_and(|info| self.authorizer.authorize(&info, access, topic));
         if !allowed {
-            self.stats.denials += 1;
-            self.events.push_back(Event::AccessDenied {
-                session: SubscriberId(index),
-                access,
-                topic: Box::from(topic),
-            });
+            self.access_denied(index, access, topic);
         }
         allowed
+    }
+
+    /// The check of an incoming PUBLISH or of one SUBSCRIBE filter: `None` while the
+    /// authorizer's answer is pending (the packet is then kept, see [`Broker::resolve_access`]).
+    /// When a kept packet is handled again, the answers given before are reused in order.
+    fn check_access(&mut self, index: u32, access: Access, topic: &str) -> Option<bool> {
+        let position = self.replay.next;
+        self.replay.next += 1;
+        if let Some(&allowed) = self.replay.answers.get(position) {
+            if self.replay.unreported == Some(position) {
+                self.replay.unreported = None;
+                if !allowed {
+                    self.access_denied(index, access, topic);
+                }
+            }
+            return Some(allowed);
+        }
+        let decision = match self.client_info(index) {
+            Some(info) => self.authorizer.check(&info, access, topic),
+            None => AccessDecision::Deny,
+        };
+        let allowed = match decision {
+            AccessDecision::Allow => true,
+            AccessDecision::Deny => false,
+            AccessDecision::Pending => {
+                self.replay.pending = true;
+                return None;
+            }
+        };
+        self.replay.answers.push(allowed);
+        if !allowed {
+            self.access_denied(index, access, topic);
+        }
+        Some(allowed)
+    }
+
+    fn access_denied(&mut self, index: u32, access: Access, topic: &str) {
+        self.stats.denials += 1;
+        let username = self
+            .session(index)
+            .and_then(|session| session.username.clone());
+        self.events.push_back(Event::AccessDenied {
+            session: SubscriberId(index),
+            username,
+            access,
+            topic: Box::from(topic),
+        });
     }
 
     /// Resolves the topic of an incoming PUBLISH through the connection's alias table.
@@ -1485,7 +1640,10 @@ impl Broker {
             return;
         };
         let v5 = connection.version.is_v5();
-        self.stats.messages_received += 1;
+        // Counted once, not again when a packet kept for an access decision is handled again.
+        if self.replay.answers.is_empty() {
+            self.stats.messages_received += 1;
+        }
         // A client must not send subscription identifiers `[MQTT-3.3.4-6]`.
         if !publish.properties.subscription_identifiers.is_empty() {
             self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now);
@@ -1543,7 +1701,11 @@ impl Broker {
             );
             return;
         }
-        if !self.authorized(index, Access::Publish, &topic) {
+        let Some(allowed) = self.check_access(index, Access::Publish, &topic) else {
+            // Kept until `resolve_access`.
+            return;
+        };
+        if !allowed {
             // 3.1.1 cannot say no: the message is acknowledged and dropped.
             let reason = if v5 {
                 ReasonCode::NOT_AUTHORIZED
@@ -2106,12 +2268,21 @@ impl Broker {
             .properties
             .subscription_identifier
             .map(SubscriptionId::get);
+        // Every filter is checked before anything is subscribed: a check may be pending, and
+        // then the packet is handled again from the start once it is resolved.
+        let mut allowed: Vec<bool> = Vec::new();
+        for subscription in subscribe.subscriptions.iter() {
+            match self.check_access(index, Access::Subscribe, subscription.filter) {
+                Some(answer) => allowed.push(answer),
+                None => return,
+            }
+        }
         let mut codes: Vec<ReasonCode> = Vec::new();
         let mut retained: Vec<Outgoing> = Vec::new();
-        for subscription in subscribe.subscriptions.iter() {
+        for (subscription, allowed) in subscribe.subscriptions.iter().zip(allowed) {
             let filter = subscription.filter;
             let options = subscription.options;
-            if !self.authorized(index, Access::Subscribe, filter) {
+            if !allowed {
                 codes.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
