@@ -96,7 +96,8 @@ Commands:
                      sizes, RSS, budgets; JSON in target/cross/size-report.json
   fuzz [SECONDS]     run each cargo-fuzz target for SECONDS (default 60); not part of ci
   bench [codec]      run the codec benchmark (results go to BENCHMARKS.md by hand)
-  bench brokers [N]  femtomq against Mosquitto, N runs each (default 3), into BENCHMARKS.md",
+  bench brokers [N]  femtomq against Mosquitto, N runs each (default 3), into BENCHMARKS.md
+  bench engine       instructions per message on the engine's hot path (callgrind)",
         targets = BARE_METAL_TARGETS.join(" and ")
     );
 }
@@ -383,6 +384,74 @@ fn fuzz(args: &[String]) -> Result {
     Ok(())
 }
 
+/// Instructions per delivered message on the engine's hot path, measured with callgrind: the
+/// engine benchmark runs twice with different message counts and the difference is divided by
+/// the difference in messages, so setup costs cancel out. Exact and repeatable.
+fn bench_engine_instructions() -> Result {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        return Err("valgrind is not installed (Debian package valgrind)".into());
+    }
+    let output = cargo()
+        .args([
+            "bench",
+            "--no-run",
+            "--package",
+            "femtomq-core",
+            "--bench",
+            "engine",
+            "--message-format=json",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|e| format!("cargo bench --no-run: {e}"))?;
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let executable = listing
+        .lines()
+        .filter(|line| line.contains("\"name\":\"engine\"") && line.contains("\"executable\":\""))
+        .find_map(|line| {
+            line.split("\"executable\":\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_string)
+        })
+        .ok_or("cannot find the engine benchmark executable")?;
+    let instructions = |scenario: &str, messages: u64| -> Result<(u64, u64)> {
+        let run = Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(&executable)
+            .arg(scenario)
+            .env("ENGINE_BENCH_MESSAGES", messages.to_string())
+            .output()
+            .map_err(|e| format!("valgrind: {e}"))?;
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let collected = stderr
+            .lines()
+            .find_map(|l| l.split("Collected :").nth(1))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("no instruction count from callgrind: {stderr}"))?;
+        let delivered = stdout
+            .split_whitespace()
+            .skip_while(|w| *w != "delivered")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("no delivered count: {stdout}"))?;
+        Ok((collected, delivered))
+    };
+    println!(
+        "{:<12} {:>12}",
+        "scenario", "instructions per delivered message (callgrind)"
+    );
+    for scenario in ["fanin-qos0", "fanin-qos1", "fanout-qos0"] {
+        let (small_ir, small_n) = instructions(scenario, 51_200)?;
+        let (large_ir, large_n) = instructions(scenario, 153_600)?;
+        let per_message = (large_ir - small_ir) as f64 / (large_n - small_n).max(1) as f64;
+        println!("{scenario:<12} {per_message:>12.0}");
+    }
+    Ok(())
+}
+
 /// `cargo xtask bench [codec | brokers [RUNS]]`: the codec micro-benchmark (default), or
 /// femtomq against Mosquitto with the results written into BENCHMARKS.md.
 fn bench(args: &[String]) -> Result {
@@ -405,6 +474,9 @@ fn bench(args: &[String]) -> Result {
             println!("{report}");
             brokers::write_report(&root.join("BENCHMARKS.md"), &report)
         }
-        Some(other) => Err(format!("bench: unknown suite `{other}` (codec or brokers)")),
+        Some("engine") => bench_engine_instructions(),
+        Some(other) => Err(format!(
+            "bench: unknown suite `{other}` (codec, engine or brokers)"
+        )),
     }
 }
