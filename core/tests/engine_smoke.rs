@@ -537,3 +537,120 @@ fn mqtt_3_1_3_9_a_clean_start_takeover_ends_the_session_and_publishes_its_delaye
     };
     assert_eq!((will.topic, will.payload), ("wills/dev", &b"gone"[..]));
 }
+
+/// Two engines as two workers: what the port's mailboxes carry is moved between them by hand.
+fn exchange(a: &mut Broker, b: &mut Broker, now: Instant) {
+    fn send(from: &mut Broker, to: &mut Broker, now: Instant) {
+        let (mut remote, mut replication) = (Vec::new(), Vec::new());
+        from.take_remote(&mut remote);
+        from.take_replication(&mut replication);
+        replication
+            .into_iter()
+            .for_each(|item| to.apply_replication(item));
+        remote
+            .into_iter()
+            .for_each(|delivery| to.deliver_remote(delivery, now));
+    }
+    for _ in 0..2 {
+        send(a, b, now);
+        send(b, a, now);
+    }
+}
+
+fn id_owned_by(worker: u16, prefix: &str) -> String {
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|id| femtomq_core::broker::client_owner(id, 2) == worker)
+        .unwrap()
+}
+
+#[test]
+fn two_workers_route_messages_to_each_others_sessions() {
+    let worker = |index| {
+        Broker::new(
+            Config {
+                workers: 2,
+                worker: index,
+                ..Config::default()
+            },
+            9,
+        )
+    };
+    let (mut a, mut b) = (worker(0), worker(1));
+    let now = Instant(0);
+    let (sub_id, pub_id) = (id_owned_by(1, "sub"), id_owned_by(0, "pub"));
+    let subscriber = connect(&mut b, &sub_id, now);
+    let publisher = connect(&mut a, &pub_id, now);
+    subscribe(&mut b, subscriber, "w/#", QoS::AtLeastOnce, now);
+    exchange(&mut a, &mut b, now);
+    // A publish on worker 0 is matched there once and its copy travels to worker 1.
+    publish(
+        &mut a,
+        publisher,
+        "w/x",
+        b"across",
+        QosPid::AtLeastOnce(NonZeroU16::new(1).unwrap()),
+        now,
+    );
+    assert!(
+        b.output(subscriber).is_empty(),
+        "nothing before the mailbox carries it"
+    );
+    exchange(&mut a, &mut b, now);
+    let out = drain(&mut b, subscriber, V5);
+    let Packet::Publish(received) = decode_packet(&out[0], V5).unwrap() else {
+        panic!("expected PUBLISH")
+    };
+    assert_eq!((received.topic, received.payload), ("w/x", &b"across"[..]));
+
+    // Retained messages stored on one worker are found by subscribers of the other.
+    publish(&mut a, publisher, "w/kept", b"r", QosPid::AtMostOnce, now);
+    let retained = Packet::Publish(Publish {
+        dup: false,
+        qos_pid: QosPid::AtMostOnce,
+        retain: true,
+        topic: "kept/1",
+        properties: PublishProperties::default(),
+        payload: b"stay",
+    });
+    a.handle_input(publisher, &bytes_of(retained, V5), now);
+    exchange(&mut a, &mut b, now);
+    drain(&mut b, subscriber, V5);
+    let subscriptions = [Subscription {
+        filter: "kept/#",
+        options: SubscriptionOptions::with_qos(QoS::AtMostOnce),
+    }];
+    let subscribe_packet = Packet::Subscribe(Subscribe {
+        packet_id: NonZeroU16::new(2).unwrap(),
+        properties: SubscribeProperties::default(),
+        subscriptions: Repeated::from_slice(&subscriptions),
+    });
+    b.handle_input(subscriber, &bytes_of(subscribe_packet, V5), now);
+    let out = drain(&mut b, subscriber, V5);
+    assert_eq!(out.len(), 2, "SUBACK and the retained message");
+    let Packet::Publish(kept) = decode_packet(&out[1], V5).unwrap() else {
+        panic!("expected the retained message")
+    };
+    assert!(kept.retain && kept.payload == b"stay");
+
+    // When the subscriber's session ends, worker 0 stops routing to it.
+    b.closed(subscriber, now);
+    exchange(&mut a, &mut b, now);
+    assert_eq!(
+        a.subscription_count(),
+        0,
+        "the replica forgot the ended session's subscriptions"
+    );
+
+    // Client ids the engine assigns belong to it, so reconnections land on the same worker.
+    let (anonymous, _, _) = connect_with(&mut b, connect_packet("", V5), now);
+    let assigned = std::iter::from_fn(|| b.poll_event())
+        .find_map(|event| match event {
+            Event::ClientConnected {
+                conn, client_id, ..
+            } if conn == anonymous => Some(client_id),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(femtomq_core::broker::client_owner(&assigned, 2), 1);
+}

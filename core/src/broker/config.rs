@@ -34,6 +34,10 @@ pub struct Config {
     pub max_client_id_length: u16,
     /// Which message events the engine emits (connection and session events are always on).
     pub message_events: bool,
+    /// Engines working together, one per worker thread (see `Broker::take_remote`). 1 alone.
+    pub workers: u16,
+    /// This engine's place among them, `0..workers`.
+    pub worker: u16,
 }
 
 impl Default for Config {
@@ -50,6 +54,8 @@ impl Default for Config {
             shared_strategy: SharedStrategy::default(),
             max_client_id_length: 256,
             message_events: false,
+            workers: 1,
+            worker: 0,
         }
     }
 }

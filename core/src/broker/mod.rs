@@ -47,6 +47,76 @@ use crate::topic::{
 use crate::{Instant, ProtocolVersion, QoS, RetainHandling};
 use session::{Awaiting, Inflight, Outgoing, PendingWill, Session};
 
+/// Which worker owns the session of `client_id` among `workers` (FNV-1a): every connection
+/// of a client lands on the same worker, so sessions never move between them.
+pub fn client_owner(client_id: &str, workers: u16) -> u16 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in client_id.bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    (hash % u32::from(workers.max(1))) as u16
+}
+
+/// A copy of a message for a session owned by another worker.
+#[derive(Debug, Clone)]
+pub struct RemoteDelivery {
+    /// The receiving session.
+    pub subscriber: SubscriberId,
+    /// The message (shared, not copied).
+    pub message: SharedMessage,
+    /// The QoS to deliver with.
+    pub qos: QoS,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions.
+    pub subscription_ids: Box<[u32]>,
+}
+
+impl RemoteDelivery {
+    fn from_outgoing(subscriber: SubscriberId, outgoing: Outgoing) -> Self {
+        RemoteDelivery {
+            subscriber,
+            message: outgoing.message,
+            qos: outgoing.qos,
+            retain: outgoing.retain,
+            subscription_ids: outgoing.subscription_ids,
+        }
+    }
+}
+
+/// A routing change every worker's replica of the subscriptions and retained messages applies.
+#[derive(Debug, Clone)]
+pub enum Replication {
+    /// A subscription was added or replaced.
+    Subscribe {
+        /// The subscriber.
+        subscriber: SubscriberId,
+        /// The filter.
+        filter: Box<str>,
+        /// Its options.
+        options: crate::SubscriptionOptions,
+        /// Its subscription identifier.
+        identifier: Option<u32>,
+    },
+    /// A subscription was removed.
+    Unsubscribe {
+        /// The subscriber.
+        subscriber: SubscriberId,
+        /// The filter.
+        filter: Box<str>,
+    },
+    /// A session ended: all its subscriptions go.
+    SessionEnded {
+        /// The subscriber.
+        subscriber: SubscriberId,
+    },
+    /// A retained message was stored (or deleted, with an empty payload).
+    Retain {
+        /// The message.
+        message: SharedMessage,
+    },
+}
+
 /// A network connection, as the engine names it. Stale ids (of closed connections) are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId {
@@ -236,6 +306,10 @@ pub struct Broker {
     input: Option<ConnId>,
     /// Access answers for the packet being handled (see [`Broker::resolve_access`]).
     replay: AccessReplay,
+    /// Copies for sessions of other workers, until the port takes them.
+    remote: Vec<RemoteDelivery>,
+    /// Routing changes for other workers, until the port takes them.
+    replication: Vec<Replication>,
 }
 
 impl core::fmt::Debug for Broker {
@@ -296,6 +370,8 @@ impl Broker {
             stats: Stats::default(),
             input: None,
             replay: AccessReplay::default(),
+            remote: Vec::new(),
+            replication: Vec::new(),
         }
     }
 
@@ -344,7 +420,80 @@ impl Broker {
 
     /// The client identifier of a session.
     pub fn client_id(&self, session: SubscriberId) -> Option<&str> {
-        self.session(session.0).map(|s| &*s.client_id)
+        self.session(self.local(session)?).map(|s| &*s.client_id)
+    }
+
+    /// The global identity (trie, events) of the local session `index`: sessions of all
+    /// workers share one dense space, `index * workers + worker`.
+    fn global(&self, index: u32) -> SubscriberId {
+        let workers = u32::from(self.config.workers.max(1));
+        SubscriberId(index * workers + u32::from(self.config.worker))
+    }
+
+    /// The local session index of a global identity, if this worker owns it.
+    fn local(&self, id: SubscriberId) -> Option<u32> {
+        let workers = u32::from(self.config.workers.max(1));
+        (id.0 % workers == u32::from(self.config.worker)).then_some(id.0 / workers)
+    }
+
+    fn replicate(&mut self, item: Replication) {
+        if self.config.workers > 1 {
+            self.replication.push(item);
+        }
+    }
+
+    /// Moves the copies of messages for other workers' sessions into `out` (batches for their
+    /// mailboxes). Empty when this engine works alone.
+    pub fn take_remote(&mut self, out: &mut Vec<RemoteDelivery>) {
+        out.append(&mut self.remote);
+    }
+
+    /// Moves the routing changes other workers must apply into `out`.
+    pub fn take_replication(&mut self, out: &mut Vec<Replication>) {
+        out.append(&mut self.replication);
+    }
+
+    /// Delivers a copy routed by another worker to one of this worker's sessions.
+    pub fn deliver_remote(&mut self, delivery: RemoteDelivery, now: Instant) {
+        if let Some(index) = self.local(delivery.subscriber) {
+            let outgoing = Outgoing {
+                message: delivery.message,
+                qos: delivery.qos,
+                retain: delivery.retain,
+                subscription_ids: delivery.subscription_ids,
+            };
+            self.deliver(index, outgoing, now);
+        }
+    }
+
+    /// Applies a routing change made by another worker to this worker's replica.
+    pub fn apply_replication(&mut self, item: Replication) {
+        match item {
+            Replication::Subscribe {
+                subscriber,
+                filter,
+                options,
+                identifier,
+            } => {
+                let _ = self
+                    .subscriptions
+                    .subscribe(subscriber, &filter, options, identifier);
+            }
+            Replication::Unsubscribe { subscriber, filter } => {
+                self.subscriptions.unsubscribe(subscriber, &filter);
+            }
+            Replication::SessionEnded { subscriber } => {
+                self.subscriptions.unsubscribe_all(subscriber);
+            }
+            Replication::Retain { message } => {
+                if message.payload.is_empty() {
+                    self.retained.remove(&message.topic);
+                } else {
+                    let topic = message.topic.clone();
+                    let _ = self.retained.retain(&topic, message);
+                }
+            }
+        }
     }
 
     /// Messages queued for `client_id`'s session, if it exists.
@@ -633,12 +782,14 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(index as usize).and_then(Option::take) else {
             return;
         };
-        self.subscriptions.unsubscribe_all(SubscriberId(index));
+        let subscriber = self.global(index);
+        self.subscriptions.unsubscribe_all(subscriber);
+        self.replicate(Replication::SessionEnded { subscriber });
         self.by_client_id.remove(&session.client_id);
         self.free_sessions.push(index);
         self.stats.sessions = self.stats.sessions.saturating_sub(1);
         self.events.push_back(Event::SessionTerminated {
-            session: SubscriberId(index),
+            session: self.global(index),
             client_id: session.client_id,
             reason,
         });
@@ -977,7 +1128,9 @@ impl Broker {
             let mut id = String::with_capacity(24);
             let mixed = self.assigned_ids.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.seed;
             let _ = write!(id, "femtomq-{mixed:016x}");
-            if !self.by_client_id.contains_key(id.as_str()) {
+            // With several workers, an assigned id must belong to this one.
+            let ours = client_owner(&id, self.config.workers) == self.config.worker;
+            if ours && !self.by_client_id.contains_key(id.as_str()) {
                 return id.into_boxed_str();
             }
         }
@@ -1384,7 +1537,7 @@ impl Broker {
         self.send(conn, &Packet::ConnAck(connack));
         self.events.push_back(Event::ClientConnected {
             conn,
-            session: SubscriberId(index),
+            session: self.global(index),
             client_id: request.client_id.clone(),
             username,
             version,
@@ -1408,7 +1561,7 @@ impl Broker {
         self.by_client_id.insert(client_id.clone(), index);
         self.stats.sessions += 1;
         self.events.push_back(Event::SessionCreated {
-            session: SubscriberId(index),
+            session: self.global(index),
             client_id,
         });
         index
@@ -1578,7 +1731,7 @@ impl Broker {
             .session(index)
             .and_then(|session| session.username.clone());
         self.events.push_back(Event::AccessDenied {
-            session: SubscriberId(index),
+            session: self.global(index),
             username,
             access,
             topic: Box::from(topic),
@@ -1779,10 +1932,15 @@ impl Broker {
             } else if let Err(error) = self.retained.retain(&message.topic, message.clone()) {
                 retain_failure = Some(ReasonCode(error.reason_code()));
             }
+            if retain_failure.is_none() {
+                self.replicate(Replication::Retain {
+                    message: message.clone(),
+                });
+            }
         }
         if self.config.message_events {
             self.events.push_back(Event::MessagePublished {
-                publisher: publisher.map(SubscriberId),
+                publisher: publisher.map(|index| self.global(index)),
                 message: message.clone(),
             });
         }
@@ -1794,14 +1952,9 @@ impl Broker {
         let client_id = publisher
             .and_then(|index| self.session(index))
             .map_or("", |s| &*s.client_id);
-        self.subscriptions.matches(
-            &message.topic,
-            Publisher {
-                id: publisher.map(SubscriberId),
-                client_id,
-            },
-            &mut matches,
-        );
+        let id = publisher.map(|index| self.global(index));
+        self.subscriptions
+            .matches(&message.topic, Publisher { id, client_id }, &mut matches);
         for (position, delivery) in matches.deliveries().iter().enumerate() {
             let outgoing = Outgoing {
                 message: message.clone(),
@@ -1810,7 +1963,13 @@ impl Broker {
                 retain: message.retain && delivery.retain_as_published,
                 subscription_ids: matches.identifiers(position).collect(),
             };
-            self.deliver(delivery.subscriber.0, outgoing, now);
+            match self.local(delivery.subscriber) {
+                Some(index) => self.deliver(index, outgoing, now),
+                // Sessions of other workers get theirs through their mailbox.
+                None => self
+                    .remote
+                    .push(RemoteDelivery::from_outgoing(delivery.subscriber, outgoing)),
+            }
         }
         let count = matches.len();
         self.matches = matches;
@@ -1989,7 +2148,7 @@ impl Broker {
     fn dropped(&mut self, index: u32, outgoing: Outgoing, reason: DropReason) {
         self.stats.messages_dropped += 1;
         self.events.push_back(Event::MessageDropped {
-            session: SubscriberId(index),
+            session: self.global(index),
             message: outgoing.message,
             reason,
         });
@@ -2007,7 +2166,7 @@ impl Broker {
         }
         if self.config.message_events {
             self.events.push_back(Event::MessageDelivered {
-                session: SubscriberId(index),
+                session: self.global(index),
                 message: outgoing.message.clone(),
             });
         }
@@ -2153,7 +2312,7 @@ impl Broker {
     fn acknowledged(&mut self, index: u32, entry: Inflight) {
         if self.config.message_events {
             self.events.push_back(Event::MessageAcked {
-                session: SubscriberId(index),
+                session: self.global(index),
                 message: entry.outgoing.message,
             });
         }
@@ -2286,14 +2445,21 @@ impl Broker {
                 codes.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
+            let subscriber = self.global(index);
             match self
                 .subscriptions
-                .subscribe(SubscriberId(index), filter, options, identifier)
+                .subscribe(subscriber, filter, options, identifier)
             {
                 Ok(outcome) => {
                     codes.push(ReasonCode(options.qos as u8));
+                    self.replicate(Replication::Subscribe {
+                        subscriber,
+                        filter: Box::from(filter),
+                        options,
+                        identifier,
+                    });
                     self.events.push_back(Event::Subscribed {
-                        session: SubscriberId(index),
+                        session: self.global(index),
                         filter: Box::from(filter),
                         options,
                     });
@@ -2358,10 +2524,15 @@ impl Broker {
         };
         let mut codes: Vec<ReasonCode> = Vec::new();
         for filter in unsubscribe.filters.iter() {
-            if self.subscriptions.unsubscribe(SubscriberId(index), filter) {
+            let subscriber = self.global(index);
+            if self.subscriptions.unsubscribe(subscriber, filter) {
                 codes.push(ReasonCode::SUCCESS);
+                self.replicate(Replication::Unsubscribe {
+                    subscriber,
+                    filter: Box::from(filter),
+                });
                 self.events.push_back(Event::Unsubscribed {
-                    session: SubscriberId(index),
+                    session: self.global(index),
                     filter: Box::from(filter),
                 });
             } else {
