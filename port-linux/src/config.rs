@@ -29,8 +29,18 @@ pub struct Settings {
     pub listeners: Vec<ListenerSpec>,
     /// Worker threads (only 1 is implemented).
     pub workers: usize,
-    /// Whether clients may connect without credentials.
-    pub allow_anonymous: bool,
+    /// Whether clients without a user name may connect; `None`: off when a password file is
+    /// configured, on otherwise.
+    pub allow_anonymous: Option<bool>,
+    /// The password file (Mosquitto format) for every listener without its own.
+    pub password_file: Option<PathBuf>,
+    /// The ACL file (Mosquitto syntax) for every listener without its own.
+    pub acl_file: Option<PathBuf>,
+    /// Per-listener overrides, one per entry of `listeners` (empty when the listeners come
+    /// from `--listen` or the defaults).
+    pub listener_auth: Vec<ListenerAuth>,
+    /// The HTTP authentication and ACL callout (`[http_auth]`).
+    pub http_auth: Option<HttpAuthSettings>,
     /// The engine's configuration (limits and behaviour).
     pub engine: EngineConfig,
     /// Log verbosity.
@@ -44,13 +54,68 @@ impl Default for Settings {
         Settings {
             listeners: Vec::new(),
             workers: 1,
-            allow_anonymous: true,
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
+            listener_auth: Vec::new(),
+            http_auth: None,
             engine: EngineConfig::default(),
             log_level: log::LevelFilter::Info,
             log_target: LogTarget::Stderr,
         }
     }
 }
+
+/// A listener's own authentication settings; what is `None` comes from the top level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerAuth {
+    /// `password_file` of this `[[listener]]`.
+    pub password_file: Option<PathBuf>,
+    /// `acl_file` of this `[[listener]]`.
+    pub acl_file: Option<PathBuf>,
+    /// `allow_anonymous` of this `[[listener]]`.
+    pub allow_anonymous: Option<bool>,
+}
+
+/// `[http_auth]`: the HTTP callout, as written (URLs are resolved when the rules are loaded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAuthSettings {
+    /// Asked at CONNECT.
+    pub auth_url: Option<String>,
+    /// Asked per PUBLISH and SUBSCRIBE filter.
+    pub acl_url: Option<String>,
+    /// `true` for POST, `false` for GET.
+    pub post: bool,
+    /// The form template with `%u %c %a %P %t %A`.
+    pub params: String,
+    /// Milliseconds before a request counts as a denial.
+    pub timeout_ms: u64,
+    /// Milliseconds an ACL answer is reused.
+    pub cache_ttl_ms: u64,
+    /// ACL answers kept at most.
+    pub cache_size: usize,
+    /// Line of the `[http_auth]` header, for errors.
+    pub line: usize,
+}
+
+impl Default for HttpAuthSettings {
+    fn default() -> Self {
+        HttpAuthSettings {
+            auth_url: None,
+            acl_url: None,
+            post: true,
+            params: DEFAULT_HTTP_PARAMS.to_string(),
+            timeout_ms: 5000,
+            cache_ttl_ms: 60_000,
+            cache_size: 256,
+            line: 0,
+        }
+    }
+}
+
+/// The default `[http_auth] params`.
+pub const DEFAULT_HTTP_PARAMS: &str =
+    "username=%u&clientid=%c&ipaddr=%a&password=%P&topic=%t&access=%A";
 
 /// A configuration error: where, which key, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +165,19 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// A path from the file: relative paths are relative to the file's directory.
+    fn path(&self, entry: &Entry, key: &str) -> Result<PathBuf, ConfigError> {
+        let value = self.string(entry, key)?;
+        if value.is_empty() {
+            return Err(self.error(entry.line, key, "expected a file path, found \"\""));
+        }
+        let path = Path::new(value);
+        Ok(match self.file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        })
+    }
+
     fn error(&self, line: usize, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: Some(self.file.to_path_buf()),
@@ -200,7 +278,7 @@ impl Settings {
             reader.error(
                 table.line,
                 &table.name,
-                "unknown table (expected [[listener]], [limits], [session] or [log])",
+                "unknown table (expected [[listener]], [limits], [session], [log] or [http_auth])",
             )
         };
         match (table.name.as_str(), table.array_element) {
@@ -209,6 +287,7 @@ impl Settings {
             ("limits", false) => self.apply_limits(reader, table),
             ("session", false) => self.apply_session(reader, table),
             ("log", false) => self.apply_log(reader, table),
+            ("http_auth", false) => self.apply_http_auth(reader, table),
             ("listener", false) => Err(reader.error(
                 table.line,
                 "listener",
@@ -223,12 +302,14 @@ impl Settings {
             let key = entry.key.as_str();
             match key {
                 "workers" => self.workers = reader.integer(entry, key, 1, 1024)?,
-                "allow_anonymous" => self.allow_anonymous = reader.boolean(entry, key)?,
+                "allow_anonymous" => self.allow_anonymous = Some(reader.boolean(entry, key)?),
+                "password_file" => self.password_file = Some(reader.path(entry, key)?),
+                "acl_file" => self.acl_file = Some(reader.path(entry, key)?),
                 _ => {
                     return Err(reader.error(
                         entry.line,
                         key,
-                        "unknown key (expected workers or allow_anonymous, or a table)",
+                        "unknown key (expected workers, allow_anonymous, password_file or acl_file, or a table)",
                     ));
                 }
             }
@@ -238,11 +319,21 @@ impl Settings {
 
     fn apply_listener(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
         let mut url = None;
+        let mut auth = ListenerAuth::default();
         for entry in &table.entries {
             let path = format!("listener.{}", entry.key);
             match entry.key.as_str() {
                 "url" => url = Some((reader.string(entry, &path)?, entry.line)),
-                _ => return Err(reader.error(entry.line, &path, "unknown key (expected url)")),
+                "password_file" => auth.password_file = Some(reader.path(entry, &path)?),
+                "acl_file" => auth.acl_file = Some(reader.path(entry, &path)?),
+                "allow_anonymous" => auth.allow_anonymous = Some(reader.boolean(entry, &path)?),
+                _ => {
+                    return Err(reader.error(
+                        entry.line,
+                        &path,
+                        "unknown key (expected url, password_file, acl_file or allow_anonymous)",
+                    ));
+                }
             }
         }
         let Some((url, line)) = url else {
@@ -254,6 +345,63 @@ impl Settings {
         };
         let spec = ListenerSpec::parse(url).map_err(|e| reader.error(line, "listener.url", e.0))?;
         self.listeners.push(spec);
+        self.listener_auth.push(auth);
+        Ok(())
+    }
+
+    fn apply_http_auth(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        let mut http = HttpAuthSettings {
+            line: table.line,
+            ..HttpAuthSettings::default()
+        };
+        for entry in &table.entries {
+            let path = format!("http_auth.{}", entry.key);
+            let path = path.as_str();
+            let url = |entry: &Entry| -> Result<Option<String>, ConfigError> {
+                let url = reader.string(entry, path)?;
+                if url.is_empty() {
+                    return Ok(None);
+                }
+                if !url.starts_with("http://") {
+                    return Err(reader.error(
+                        entry.line,
+                        path,
+                        format!("`{url}`: only http:// URLs are supported"),
+                    ));
+                }
+                Ok(Some(url.to_string()))
+            };
+            match entry.key.as_str() {
+                "auth_url" => http.auth_url = url(entry)?,
+                "acl_url" => http.acl_url = url(entry)?,
+                "method" => {
+                    http.post = match reader.string(entry, path)? {
+                        "POST" | "post" => true,
+                        "GET" | "get" => false,
+                        other => {
+                            return Err(reader.error(
+                                entry.line,
+                                path,
+                                format!("`{other}` is not a method (POST or GET)"),
+                            ));
+                        }
+                    }
+                }
+                "params" => http.params = reader.string(entry, path)?.to_string(),
+                "timeout_ms" => http.timeout_ms = reader.integer(entry, path, 1, 600_000)?,
+                "cache_ttl_ms" => http.cache_ttl_ms = reader.integer(entry, path, 0, U32_MAX)?,
+                "cache_size" => http.cache_size = reader.integer(entry, path, 0, 1_000_000)?,
+                _ => {
+                    return Err(reader.error(
+                        entry.line,
+                        path,
+                        "unknown key (see femtomq.toml for the keys of [http_auth])",
+                    ));
+                }
+            }
+        }
+        // A table with neither URL asks nothing: the same as no table.
+        self.http_auth = (http.auth_url.is_some() || http.acl_url.is_some()).then_some(http);
         Ok(())
     }
 
@@ -442,6 +590,92 @@ mod tests {
         );
         assert_eq!(settings.log_level, defaults.log_level);
         assert_eq!(settings.listeners.len(), 2);
+        // Authentication: no files, anonymous access decided by the password file.
+        assert_eq!(settings.allow_anonymous, None);
+        assert_eq!(settings.password_file, None);
+        assert_eq!(settings.acl_file, None);
+        assert_eq!(
+            settings.listener_auth,
+            [ListenerAuth::default(), ListenerAuth::default()]
+        );
+        assert_eq!(settings.http_auth, None);
+        // The [http_auth] keys show their defaults: with a URL set, the rest is the default.
+        let with_url = example.replace("auth_url = \"\"", "auth_url = \"http://127.0.0.1/a\"");
+        let http = parse(&with_url)
+            .unwrap()
+            .http_auth
+            .expect("an [http_auth] table");
+        assert_eq!(
+            http,
+            HttpAuthSettings {
+                auth_url: Some("http://127.0.0.1/a".into()),
+                line: http.line,
+                ..HttpAuthSettings::default()
+            }
+        );
+    }
+
+    #[test]
+    fn authentication_keys_at_the_top_per_listener_and_for_http() {
+        let settings = parse(
+            "allow_anonymous = false\npassword_file = \"/etc/pw\"\nacl_file = \"acl\"\n\
+             [[listener]]\nurl = \"127.0.0.1:1\"\nallow_anonymous = true\npassword_file = \"/p2\"\n\
+             [http_auth]\nacl_url = \"http://127.0.0.1:9/acl\"\nmethod = \"GET\"\nparams = \"u=%u\"\n\
+             timeout_ms = 300\ncache_ttl_ms = 0\ncache_size = 8\n",
+        )
+        .unwrap();
+        assert_eq!(settings.allow_anonymous, Some(false));
+        assert_eq!(settings.password_file, Some(PathBuf::from("/etc/pw")));
+        // Relative to the configuration file's directory ("test.toml" has none but ".").
+        assert_eq!(settings.acl_file, Some(PathBuf::from("acl")));
+        assert_eq!(
+            settings.listener_auth,
+            [ListenerAuth {
+                password_file: Some(PathBuf::from("/p2")),
+                acl_file: None,
+                allow_anonymous: Some(true),
+            }]
+        );
+        let http = settings.http_auth.unwrap();
+        assert_eq!(http.acl_url.as_deref(), Some("http://127.0.0.1:9/acl"));
+        assert!(!http.post);
+        assert_eq!(
+            (http.timeout_ms, http.cache_ttl_ms, http.cache_size),
+            (300, 0, 8)
+        );
+        for (text, expected) in [
+            (
+                "allow_anonymous = \"no\"",
+                "test.toml:1: `allow_anonymous`: expected true or false",
+            ),
+            (
+                "password_file = 3",
+                "test.toml:1: `password_file`: expected a string",
+            ),
+            (
+                "[[listener]]\nurl = \"127.0.0.1:1\"\nacl_file = \"\"",
+                "test.toml:3: `listener.acl_file`: expected a file path",
+            ),
+            (
+                "[http_auth]\nauth_url = \"https://x\"",
+                "test.toml:2: `http_auth.auth_url`: `https://x`: only http://",
+            ),
+            (
+                "[http_auth]\nmethod = \"PUT\"",
+                "test.toml:2: `http_auth.method`: `PUT` is not a method",
+            ),
+            (
+                "[http_auth]\ntimeout_ms = 0",
+                "test.toml:2: `http_auth.timeout_ms`: 0 is out of range",
+            ),
+            (
+                "[http_auth]\nurl = \"x\"",
+                "test.toml:2: `http_auth.url`: unknown key",
+            ),
+        ] {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{text:?} gave {message:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
 mod bench;
 mod client;
 mod config;
@@ -44,6 +45,29 @@ enum Command {
     Pub(PubArgs),
     Sub(SubArgs),
     Bench(BenchArgs),
+    #[cfg(feature = "auth")]
+    Passwd(PasswdArgs),
+}
+
+/// Add or update a user in a password file (Mosquitto's `$7$` format), or delete one. The
+/// password is read from the terminal without echo, or from standard input (one line) when it
+/// is not a terminal; never from the command line.
+#[cfg(feature = "auth")]
+#[derive(FromArgs)]
+#[argh(subcommand, name = "passwd")]
+struct PasswdArgs {
+    /// create a new file (replacing an existing one)
+    #[argh(switch, short = 'c')]
+    create: bool,
+    /// delete the user
+    #[argh(switch, short = 'D')]
+    delete: bool,
+    /// the password file
+    #[argh(positional)]
+    file: PathBuf,
+    /// the user name
+    #[argh(positional)]
+    user: String,
 }
 
 /// Load-test an MQTT broker (this one or any other) and report throughput, loss, latency and,
@@ -120,9 +144,16 @@ struct StartArgs {
     /// messages queued per offline session (limits.max_queued_messages)
     #[argh(option)]
     max_queued_messages: Option<u32>,
-    /// whether clients may connect without credentials (true|false)
+    /// whether clients without a user name may connect (true|false; default: false when a
+    /// password file is configured, else true)
     #[argh(option)]
     allow_anonymous: Option<bool>,
+    /// password file in Mosquitto's format (see `femtomq passwd`)
+    #[argh(option)]
+    password_file: Option<PathBuf>,
+    /// ACL file in Mosquitto's syntax
+    #[argh(option)]
+    acl_file: Option<PathBuf>,
 }
 
 /// Stop a running broker (SIGTERM to the pid in the pid file) and wait for it to exit.
@@ -268,6 +299,8 @@ fn main() -> ExitCode {
         Command::Pub(args) => publish(args),
         Command::Sub(args) => subscribe(args),
         Command::Bench(args) => run_bench(args),
+        #[cfg(feature = "auth")]
+        Command::Passwd(args) => access::passwd(&args.file, &args.user, args.create, args.delete),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,6 +323,8 @@ fn settings(args: &StartArgs) -> Result<Settings, ConfigError> {
             .iter()
             .map(|url| ListenerSpec::parse(url).map_err(|e| ConfigError::flag("--listen", e.0)))
             .collect::<Result<_, _>>()?;
+        // The file's per-listener settings belonged to the file's listeners.
+        settings.listener_auth.clear();
     }
     let limits = &mut settings.engine.limits;
     if let Some(value) = args.max_connections {
@@ -311,7 +346,13 @@ fn settings(args: &StartArgs) -> Result<Settings, ConfigError> {
         settings.workers = workers;
     }
     if let Some(allow) = args.allow_anonymous {
-        settings.allow_anonymous = allow;
+        settings.allow_anonymous = Some(allow);
+    }
+    if let Some(path) = &args.password_file {
+        settings.password_file = Some(path.clone());
+    }
+    if let Some(path) = &args.acl_file {
+        settings.acl_file = Some(path.clone());
     }
     if let Some(level) = &args.log_level {
         settings.log_level = parse_log_level(level).ok_or_else(|| {
@@ -333,12 +374,7 @@ fn check_implemented(settings: &Settings) -> Result<(), ConfigError> {
             "only 1 worker is implemented so far",
         ));
     }
-    if !settings.allow_anonymous {
-        return Err(ConfigError::flag(
-            "allow_anonymous",
-            "authentication (password and ACL files) is not implemented yet, so anonymous access cannot be turned off",
-        ));
-    }
+    access::check_features(settings)?;
     for listener in &settings.listeners {
         if listener.transport != femtomq_posix::Transport::Tcp {
             return Err(ConfigError::flag(
@@ -359,6 +395,8 @@ fn check_implemented(settings: &Settings) -> Result<(), ConfigError> {
 fn check_config(file: &Path) -> Result<(), String> {
     let settings = Settings::from_file(file).map_err(|e| e.to_string())?;
     check_implemented(&settings).map_err(|e| format!("{}: {e}", file.display()))?;
+    // The password and ACL files it names must be usable too.
+    access::load(&settings).map_err(|e| e.to_string())?;
     println!("{}: ok", file.display());
     Ok(())
 }
@@ -371,6 +409,8 @@ fn default_listeners() -> (Vec<ListenerSpec>, Vec<ListenerSpec>) {
 
 fn start(args: StartArgs) -> Result<(), String> {
     let settings = settings(&args).map_err(|e| e.to_string())?;
+    // Password and ACL files are read before anything starts: a bad one stops startup.
+    let access = access::load(&settings).map_err(|e| e.to_string())?;
     if args.daemon {
         return daemonize(&args);
     }
@@ -394,25 +434,31 @@ fn start(args: StartArgs) -> Result<(), String> {
     } else {
         (settings.listeners.clone(), Vec::new())
     };
-    let anonymous = settings.allow_anonymous;
+    let anonymous = anonymous_summary(&access, listeners.len() + optional_listeners.len());
     let reload_args = args.clone();
     let server = ServerConfig {
         listeners,
         optional_listeners,
         engine: settings.engine,
         seed: seed(),
+        access,
     };
     let control = Control {
         shutdown: shutdown_rx,
         reload: reload_rx,
-        on_reload: Box::new(move || match self::settings(&reload_args) {
-            Ok(settings) => {
-                log::set_max_level(settings.log_level);
-                ReloadOutcome::Apply(settings.engine)
-            }
-            Err(e) => {
-                error!("reload: {e}");
-                ReloadOutcome::Keep
+        on_reload: Box::new(move || {
+            // A bad password or ACL file keeps the rules in force: never fail open.
+            match self::settings(&reload_args)
+                .and_then(|settings| Ok((access::load(&settings)?, settings)))
+            {
+                Ok((access, settings)) => {
+                    log::set_max_level(settings.log_level);
+                    ReloadOutcome::Apply(settings.engine, access)
+                }
+                Err(e) => {
+                    error!("reload: {e}");
+                    ReloadOutcome::Keep
+                }
             }
         }),
         on_ready: Box::new(move |bound: &[ListenerSpec]| {
@@ -421,7 +467,7 @@ fn start(args: StartArgs) -> Result<(), String> {
                 "femtomq {} listening on {}; anonymous access {}",
                 env!("CARGO_PKG_VERSION"),
                 places.join(", "),
-                if anonymous { "on" } else { "off" }
+                anonymous
             );
             println!("{line}");
             let _ = std::io::stdout().flush();
@@ -431,6 +477,21 @@ fn start(args: StartArgs) -> Result<(), String> {
     let result = femtomq_posix::run(server, control).map_err(|e| e.to_string());
     drop(pid_file);
     result
+}
+
+/// "on", "off" or "per listener": whether the listeners let clients in without a user name.
+fn anonymous_summary(access: &femtomq_posix::AccessRules, listeners: usize) -> &'static str {
+    let mut values = (0..listeners).map(|i| {
+        u16::try_from(i).map_or(access.fallback.allow_anonymous, |i| {
+            access.for_listener(i).allow_anonymous
+        })
+    });
+    let first = values.next().unwrap_or(access.fallback.allow_anonymous);
+    match (values.all(|v| v == first), first) {
+        (false, _) => "per listener",
+        (true, true) => "on",
+        (true, false) => "off",
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: every client is a descriptor, and the

@@ -9,10 +9,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod listener;
 mod notify;
 mod server;
 
+pub use auth::{AccessRules, AuthFileError, ListenerRules};
 pub use femtomq_core as core;
 pub use listener::{ListenerSpec, ListenerSpecError, Transport};
 pub use server::{Control, ReloadOutcome, ServerConfig, run};

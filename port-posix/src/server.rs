@@ -18,6 +18,7 @@ use log::{debug, error, info, warn};
 use femtomq_core::Instant;
 use femtomq_core::broker::{Broker, CloseCause, Config, ConnId, DropReason, Event};
 
+use crate::auth::{AccessHub, AccessRules, Answer};
 use crate::listener::{ListenerSpec, Transport};
 use crate::notify::Notify;
 
@@ -51,12 +52,14 @@ pub struct ServerConfig {
     pub engine: Config,
     /// Seed for client id assignment and random shared-subscription choice.
     pub seed: u64,
+    /// Who may connect and what they may do (the default lets everyone do everything).
+    pub access: AccessRules,
 }
 
 /// What a reload produced.
 pub enum ReloadOutcome {
-    /// Apply this engine configuration.
-    Apply(Config),
+    /// Apply this engine configuration and these access rules.
+    Apply(Config, AccessRules),
     /// Keep the current configuration; the message says why (already logged by the caller).
     Keep,
 }
@@ -92,6 +95,7 @@ struct Shared {
     open_sockets: Cell<usize>,
     sockets_closed: Notify,
     stopping: Cell<bool>,
+    access: Rc<AccessHub>,
 }
 
 impl Shared {
@@ -232,8 +236,13 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         })
         .collect();
 
+    let access = AccessHub::new(config.access);
+    let mut broker = Broker::new(config.engine, config.seed);
+    let (authenticator, authorizer) = access.hooks();
+    broker.set_authenticator(authenticator);
+    broker.set_authorizer(authorizer);
     let shared = Rc::new(Shared {
-        broker: RefCell::new(Broker::new(config.engine, config.seed)),
+        broker: RefCell::new(broker),
         scratch: RefCell::new(vec![0u8; SCRATCH]),
         connections: RefCell::new(HashMap::new()),
         timer: Notify::default(),
@@ -242,6 +251,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         open_sockets: Cell::new(0),
         sockets_closed: Notify::default(),
         stopping: Cell::new(false),
+        access,
     });
     let executor = Rc::new(LocalExecutor::new());
     for (index, (_, _, listener)) in bound.into_iter().enumerate() {
@@ -249,6 +259,9 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         executor.spawn(task).detach();
     }
     executor.spawn(timer_loop(shared.clone())).detach();
+    executor
+        .spawn(access_loop(shared.clone(), executor.clone()))
+        .detach();
     let Control {
         shutdown,
         reload,
@@ -361,13 +374,42 @@ async fn reload_loop(
     let mut byte = [0u8; 1];
     while let Ok(1..) = (&reload).read(&mut byte).await {
         match on_reload() {
-            ReloadOutcome::Apply(config) => {
+            ReloadOutcome::Apply(config, access) => {
                 shared.broker.borrow_mut().set_config(config);
+                shared.access.replace(access);
                 info!("configuration reloaded");
             }
             ReloadOutcome::Keep => warn!("reload failed: keeping the current configuration"),
         }
         shared.dispatch();
+    }
+}
+
+/// Runs the questions the authenticator and authorizer left pending (HTTP callouts), each in
+/// its own task, and hands the answers to the engine.
+async fn access_loop(shared: Rc<Shared>, executor: Rc<LocalExecutor<'static>>) {
+    loop {
+        shared.access.jobs_ready.notified().await;
+        while let Some(job) = shared.access.next_job() {
+            let peer = shared.connections.borrow().get(&job.conn).map(|e| e.peer);
+            let shared = shared.clone();
+            executor
+                .spawn(async move {
+                    let answer = shared.access.answer(job, peer).await;
+                    let now = shared.now();
+                    match answer {
+                        Answer::Auth(conn, decision) => {
+                            shared.broker.borrow_mut().resolve_auth(conn, decision, now)
+                        }
+                        Answer::Access(conn, decision) => shared
+                            .broker
+                            .borrow_mut()
+                            .resolve_access(conn, decision, now),
+                    }
+                    shared.dispatch();
+                })
+                .detach();
+        }
     }
 }
 

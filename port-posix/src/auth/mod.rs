@@ -1,0 +1,432 @@
+//! Authentication and access control that fail closed: password files, ACL files, per-listener
+//! anonymous access and the HTTP callout, behind the engine's [`Authenticator`] and
+//! [`Authorizer`] traits.
+//!
+//! The daemon reads the files into [`AccessRules`] (a file that is missing, unreadable or
+//! malformed is an [`AuthFileError`] naming the file and line: startup stops, a reload keeps the
+//! rules it had). The server installs them in the engine and swaps them on reload.
+//!
+//! Who gets in (per listener, see [`ListenerRules`]):
+//! 1. a client whose user name is in the password file: the password must match (else CONNACK
+//!    0x86 Bad user name or password, 3.1.1: return code 4);
+//! 2. a client without a user name when `allow_anonymous` is off: CONNACK 0x87 Not authorized
+//!    (3.1.1: 5);
+//! 3. with `[http_auth] auth_url`: everyone else is asked over HTTP, and 200 is the only yes
+//!    (0x86/4 if the client gave a user name or password, else 0x87/5);
+//! 4. otherwise a client with a user name the password file does not know is refused (0x86/4),
+//!    and with no password file at all a user name is taken as given when `allow_anonymous` is
+//!    on (as Mosquitto does) and refused when it is off.
+//!
+//! What they may do: the listener's ACL file ([`acl`]) when it has one, then the HTTP ACL
+//! callout for PUBLISH and each SUBSCRIBE filter when `acl_url` is set; both must allow. With no
+//! ACL file and no `acl_url` everything is allowed. Deliveries ([`Access::Receive`]) are checked
+//! against the ACL file at once; the HTTP ACL cannot be asked per message, so with an HTTP ACL
+//! read access is decided at SUBSCRIBE (a cached "no" for the exact topic still drops the
+//! delivery).
+
+#![cfg_attr(not(feature = "auth"), allow(dead_code))]
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use femtomq_core::broker::{
+    Access, AccessDecision, AuthDecision, Authenticator, Authorizer, ClientInfo, ConnId,
+    ConnectInfo,
+};
+use femtomq_core::codec::ReasonCode;
+
+use crate::notify::Notify;
+
+pub mod acl;
+#[cfg(feature = "auth")]
+pub mod http;
+#[cfg(feature = "auth")]
+pub mod passwd;
+
+pub use acl::AclFile;
+#[cfg(feature = "auth")]
+pub use http::{HttpAuthConfig, HttpMethod, HttpUrl};
+#[cfg(feature = "auth")]
+pub use passwd::{PasswordFile, PasswordHash};
+
+/// A password or ACL file that cannot be used: which file, which line, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFileError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when the error is about one.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl AuthFileError {
+    /// An error about `file` (at `line`).
+    pub fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
+        AuthFileError {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for AuthFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for AuthFileError {}
+
+/// The rules of one listener.
+#[derive(Debug, Clone)]
+pub struct ListenerRules {
+    /// Whether clients without a user name may connect.
+    pub allow_anonymous: bool,
+    /// Users and their password hashes.
+    #[cfg(feature = "auth")]
+    pub passwords: Option<Arc<PasswordFile>>,
+    /// Topic rules.
+    pub acl: Option<Arc<AclFile>>,
+}
+
+impl Default for ListenerRules {
+    /// Anonymous access, no files: everyone may do everything.
+    fn default() -> Self {
+        ListenerRules {
+            allow_anonymous: true,
+            #[cfg(feature = "auth")]
+            passwords: None,
+            acl: None,
+        }
+    }
+}
+
+/// Every listener's rules, and the HTTP callout.
+#[derive(Debug, Clone, Default)]
+pub struct AccessRules {
+    /// Rules by listener index (position in `listeners`, then `optional_listeners`).
+    pub listeners: Vec<ListenerRules>,
+    /// Rules of listeners beyond the end of `listeners`.
+    pub fallback: ListenerRules,
+    /// The HTTP authentication and ACL callout.
+    #[cfg(feature = "auth")]
+    pub http: Option<Arc<HttpAuthConfig>>,
+}
+
+impl AccessRules {
+    /// The rules of listener `index`.
+    pub fn for_listener(&self, index: u16) -> &ListenerRules {
+        self.listeners
+            .get(usize::from(index))
+            .unwrap_or(&self.fallback)
+    }
+}
+
+/// A question for the HTTP callout, made while the engine waits.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    /// The connection waiting.
+    pub(crate) conn: ConnId,
+    kind: JobKind,
+    username: Option<Box<str>>,
+    client_id: Box<str>,
+}
+
+#[derive(Debug, Clone)]
+enum JobKind {
+    /// CONNECT: the answer goes to `Broker::resolve_auth`.
+    Authenticate {
+        password: Option<Box<[u8]>>,
+        refusal: ReasonCode,
+    },
+    /// PUBLISH or a SUBSCRIBE filter: the answer goes to `Broker::resolve_access`.
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
+    Access { access: u8, topic: Box<str> },
+}
+
+/// An answer for the engine.
+pub(crate) enum Answer {
+    /// For `Broker::resolve_auth`.
+    Auth(ConnId, AuthDecision),
+    /// For `Broker::resolve_access`.
+    Access(ConnId, AccessDecision),
+}
+
+/// The rules in force, shared by the engine's authenticator and authorizer and the server.
+pub(crate) struct AccessHub {
+    rules: RefCell<AccessRules>,
+    jobs: RefCell<VecDeque<Job>>,
+    /// Wakes the task that runs the jobs.
+    pub(crate) jobs_ready: Notify,
+    #[cfg(feature = "auth")]
+    cache: RefCell<http::AclCache>,
+}
+
+impl AccessHub {
+    pub(crate) fn new(rules: AccessRules) -> Rc<AccessHub> {
+        Rc::new(AccessHub {
+            rules: RefCell::new(rules),
+            jobs: RefCell::new(VecDeque::new()),
+            jobs_ready: Notify::default(),
+            #[cfg(feature = "auth")]
+            cache: RefCell::new(http::AclCache::default()),
+        })
+    }
+
+    /// The engine hooks that consult this hub.
+    pub(crate) fn hooks(self: &Rc<Self>) -> (Box<dyn Authenticator>, Box<dyn Authorizer>) {
+        (
+            Box::new(HubAuthenticator(self.clone())),
+            Box::new(HubAuthorizer(self.clone())),
+        )
+    }
+
+    /// Replaces the rules (reload); cached HTTP answers are forgotten.
+    pub(crate) fn replace(&self, rules: AccessRules) {
+        *self.rules.borrow_mut() = rules;
+        #[cfg(feature = "auth")]
+        self.cache.borrow_mut().clear();
+    }
+
+    pub(crate) fn next_job(&self) -> Option<Job> {
+        self.jobs.borrow_mut().pop_front()
+    }
+
+    fn push_job(&self, job: Job) {
+        self.jobs.borrow_mut().push_back(job);
+        self.jobs_ready.notify();
+    }
+
+    /// Asks the HTTP server `job`'s question; `peer` is the client's address. Fails closed.
+    pub(crate) async fn answer(&self, job: Job, peer: Option<SocketAddr>) -> Answer {
+        #[cfg(feature = "auth")]
+        {
+            let http = self.rules.borrow().http.clone();
+            let allowed = match &http {
+                Some(http) => self.ask_http(http, &job, peer).await,
+                None => false,
+            };
+            match job.kind {
+                JobKind::Authenticate { refusal, .. } => Answer::Auth(
+                    job.conn,
+                    if allowed {
+                        AuthDecision::allow()
+                    } else {
+                        AuthDecision::Deny(refusal)
+                    },
+                ),
+                JobKind::Access { .. } => Answer::Access(job.conn, allowed.into()),
+            }
+        }
+        #[cfg(not(feature = "auth"))]
+        {
+            let _ = peer;
+            match job.kind {
+                JobKind::Authenticate { refusal, .. } => {
+                    Answer::Auth(job.conn, AuthDecision::Deny(refusal))
+                }
+                JobKind::Access { .. } => Answer::Access(job.conn, AccessDecision::Deny),
+            }
+        }
+    }
+
+    #[cfg(feature = "auth")]
+    async fn ask_http(&self, http: &HttpAuthConfig, job: &Job, peer: Option<SocketAddr>) -> bool {
+        let (url, values) = match &job.kind {
+            JobKind::Authenticate { password, .. } => (
+                &http.auth_url,
+                http::Values {
+                    username: job.username.as_deref(),
+                    client_id: &job.client_id,
+                    peer,
+                    password: password.as_deref(),
+                    topic: None,
+                    access: None,
+                },
+            ),
+            JobKind::Access { access, topic } => (
+                &http.acl_url,
+                http::Values {
+                    username: job.username.as_deref(),
+                    client_id: &job.client_id,
+                    peer,
+                    password: None,
+                    topic: Some(topic),
+                    access: Some(*access),
+                },
+            ),
+        };
+        let Some(url) = url else {
+            return false;
+        };
+        let form = http::fill_params(&http.params, &values);
+        let request = http::build_request(http.method, url, &form);
+        let allowed = http::ask(url, &request, http.timeout).await;
+        log::debug!(
+            "HTTP {} for client `{}`: {}",
+            if matches!(job.kind, JobKind::Authenticate { .. }) {
+                "authentication"
+            } else {
+                "ACL"
+            },
+            job.client_id,
+            if allowed { "allowed" } else { "denied" }
+        );
+        if let JobKind::Access { access, topic } = &job.kind {
+            let key = http::AclCache::key(job.username.as_deref(), &job.client_id, *access, topic);
+            self.cache
+                .borrow_mut()
+                .put(key, allowed, http.cache_size, std::time::Instant::now());
+        }
+        allowed
+    }
+}
+
+struct HubAuthenticator(Rc<AccessHub>);
+
+impl Authenticator for HubAuthenticator {
+    fn authenticate(&mut self, info: &ConnectInfo<'_>) -> AuthDecision {
+        let rules = self.0.rules.borrow();
+        let listener = rules.for_listener(info.listener);
+        #[cfg(feature = "auth")]
+        let has_passwords = listener.passwords.is_some();
+        #[cfg(not(feature = "auth"))]
+        let has_passwords = false;
+        #[cfg(feature = "auth")]
+        if let (Some(user), Some(file)) = (info.username, &listener.passwords) {
+            match file.verify(user, info.password.unwrap_or(b"")) {
+                Some(true) => return AuthDecision::allow(),
+                Some(false) => return AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+                None => {}
+            }
+        }
+        if info.username.is_none() && !listener.allow_anonymous {
+            return AuthDecision::Deny(ReasonCode::NOT_AUTHORIZED);
+        }
+        #[cfg(feature = "auth")]
+        if rules.http.as_ref().is_some_and(|h| h.auth_url.is_some()) {
+            let refusal = if info.username.is_some() || info.password.is_some() {
+                ReasonCode::BAD_USER_NAME_OR_PASSWORD
+            } else {
+                ReasonCode::NOT_AUTHORIZED
+            };
+            self.0.push_job(Job {
+                conn: info.conn,
+                kind: JobKind::Authenticate {
+                    password: info.password.map(Box::from),
+                    refusal,
+                },
+                username: info.username.map(Box::from),
+                client_id: Box::from(info.client_id),
+            });
+            return AuthDecision::Pending;
+        }
+        match info.username {
+            None => AuthDecision::allow(),
+            Some(_) if has_passwords => AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+            Some(_) if listener.allow_anonymous => AuthDecision::allow(),
+            Some(_) => AuthDecision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+        }
+    }
+}
+
+struct HubAuthorizer(Rc<AccessHub>);
+
+impl HubAuthorizer {
+    /// The ACL file's answer (true when the listener has none).
+    fn file_allows(&self, client: &ClientInfo<'_>, access: Access, topic: &str) -> bool {
+        let rules = self.0.rules.borrow();
+        match &rules.for_listener(client.listener).acl {
+            Some(acl) => acl.allows(client.client_id, client.username, access, topic),
+            None => true,
+        }
+    }
+}
+
+#[cfg(feature = "auth")]
+fn http_access(access: Access) -> u8 {
+    match access {
+        Access::Publish => 2,
+        // Receiving is what a subscription asked for.
+        Access::Subscribe | Access::Receive => 1,
+    }
+}
+
+impl Authorizer for HubAuthorizer {
+    fn authorize(&self, client: &ClientInfo<'_>, access: Access, topic: &str) -> bool {
+        if !self.file_allows(client, access, topic) {
+            return false;
+        }
+        #[cfg(feature = "auth")]
+        {
+            let rules = self.0.rules.borrow();
+            if let Some(http) = rules.http.as_ref().filter(|h| h.acl_url.is_some()) {
+                let key = http::AclCache::key(
+                    client.username,
+                    client.client_id,
+                    http_access(access),
+                    topic,
+                );
+                let cached =
+                    self.0
+                        .cache
+                        .borrow_mut()
+                        .get(&key, http.cache_ttl, std::time::Instant::now());
+                return match access {
+                    // Read access was decided at SUBSCRIBE; a cached "no" still counts.
+                    Access::Receive => cached != Some(false),
+                    // Only reached through a caller that cannot wait: fail closed.
+                    Access::Publish | Access::Subscribe => cached == Some(true),
+                };
+            }
+        }
+        true
+    }
+
+    fn check(&self, client: &ClientInfo<'_>, access: Access, topic: &str) -> AccessDecision {
+        if !self.file_allows(client, access, topic) {
+            return AccessDecision::Deny;
+        }
+        #[cfg(feature = "auth")]
+        {
+            let rules = self.0.rules.borrow();
+            if let Some(http) = rules.http.as_ref().filter(|h| h.acl_url.is_some()) {
+                let code = http_access(access);
+                let key = http::AclCache::key(client.username, client.client_id, code, topic);
+                let cached =
+                    self.0
+                        .cache
+                        .borrow_mut()
+                        .get(&key, http.cache_ttl, std::time::Instant::now());
+                if let Some(allowed) = cached {
+                    return allowed.into();
+                }
+                let Some(conn) = client.conn else {
+                    return AccessDecision::Deny;
+                };
+                self.0.push_job(Job {
+                    conn,
+                    kind: JobKind::Access {
+                        access: code,
+                        topic: Box::from(topic),
+                    },
+                    username: client.username.map(Box::from),
+                    client_id: Box::from(client.client_id),
+                });
+                return AccessDecision::Pending;
+            }
+        }
+        AccessDecision::Allow
+    }
+}
