@@ -13,6 +13,10 @@ pub mod auth;
 mod listener;
 mod notify;
 mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 pub use auth::{AccessRules, AuthFileError, ListenerRules};
 pub use femtomq_core as core;
