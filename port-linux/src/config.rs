@@ -27,7 +27,7 @@ pub enum LogTarget {
 pub struct Settings {
     /// Listeners; empty means the embedded default (loopback, port 1883).
     pub listeners: Vec<ListenerSpec>,
-    /// Worker threads (only 1 is implemented).
+    /// Worker threads; 0 means one per CPU.
     pub workers: usize,
     /// Whether clients without a user name may connect; `None`: off when a password file is
     /// configured, on otherwise.
@@ -53,7 +53,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listeners: Vec::new(),
-            workers: 1,
+            workers: 0,
             allow_anonymous: None,
             password_file: None,
             acl_file: None,
@@ -301,7 +301,7 @@ impl Settings {
         for entry in &table.entries {
             let key = entry.key.as_str();
             match key {
-                "workers" => self.workers = reader.integer(entry, key, 1, 1024)?,
+                "workers" => self.workers = reader.integer(entry, key, 0, 1024)?,
                 "allow_anonymous" => self.allow_anonymous = Some(reader.boolean(entry, key)?),
                 "password_file" => self.password_file = Some(reader.path(entry, key)?),
                 "acl_file" => self.acl_file = Some(reader.path(entry, key)?),

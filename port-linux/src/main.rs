@@ -117,7 +117,7 @@ struct StartArgs {
     /// listener: HOST:PORT or mqtt://HOST:PORT (repeatable; replaces the file's listeners)
     #[argh(option, short = 'l')]
     listen: Vec<String>,
-    /// worker threads (only 1 is implemented so far)
+    /// worker threads; 0 (the default) means one per CPU
     #[argh(option)]
     workers: Option<usize>,
     /// log level: off, error, warn, info, debug or trace
@@ -368,12 +368,6 @@ fn settings(args: &StartArgs) -> Result<Settings, ConfigError> {
 
 /// Refuses settings that name features not built yet, rather than ignoring them.
 fn check_implemented(settings: &Settings) -> Result<(), ConfigError> {
-    if settings.workers != 1 {
-        return Err(ConfigError::flag(
-            "workers",
-            "only 1 worker is implemented so far",
-        ));
-    }
     access::check_features(settings)?;
     for listener in &settings.listeners {
         if listener.transport != femtomq_posix::Transport::Tcp {
@@ -436,10 +430,12 @@ fn start(args: StartArgs) -> Result<(), String> {
     };
     let anonymous = anonymous_summary(&access, listeners.len() + optional_listeners.len());
     let reload_args = args.clone();
+    let mut engine = settings.engine;
+    engine.workers = worker_count(settings.workers);
     let server = ServerConfig {
         listeners,
         optional_listeners,
-        engine: settings.engine,
+        engine,
         seed: seed(),
         access,
     };
@@ -513,6 +509,16 @@ fn raise_open_file_limit(max_connections: u32) {
             current.unwrap_or(0)
         );
     }
+}
+
+/// Worker threads for a `workers` setting: 0 means one per CPU the process may use.
+fn worker_count(workers: usize) -> u16 {
+    let workers = if workers == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        workers
+    };
+    workers.clamp(1, 1024) as u16
 }
 
 /// A seed that differs between runs (client id assignment, random shared-subscription choice).

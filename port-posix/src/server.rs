@@ -2,10 +2,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_executor::LocalExecutor;
@@ -15,8 +16,12 @@ use std::io::Read as _;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use log::{debug, error, info, warn};
 
-use femtomq_core::Instant;
-use femtomq_core::broker::{Broker, CloseCause, Config, ConnId, DropReason, Event};
+use femtomq_core::broker::{
+    Broker, CloseCause, Config, ConnId, DropReason, Event, RemoteDelivery, Replication,
+    client_owner,
+};
+use femtomq_core::codec::{self, Frame, Packet};
+use femtomq_core::{Instant, ProtocolVersion};
 
 use crate::auth::{AccessHub, AccessRules, Answer};
 use crate::listener::{ListenerSpec, Transport};
@@ -79,6 +84,55 @@ pub struct Control {
     pub on_ready: ReadyCallback,
 }
 
+/// What one worker sends another.
+enum Mail {
+    /// A connection whose CONNECT names a client this worker owns, with the bytes read so far.
+    Handoff {
+        stream: TcpStream,
+        bytes: Vec<u8>,
+        peer: SocketAddr,
+        listener: u16,
+    },
+    /// Copies of messages for this worker's sessions.
+    Deliveries(Vec<RemoteDelivery>),
+    /// Subscription and retained changes made by another worker.
+    Replication(Vec<Replication>),
+    /// A new configuration and access rules.
+    Reload(Config, AccessRules),
+    /// Stop.
+    Shutdown,
+}
+
+/// A worker's inbox: a queue, and a pipe byte to wake the worker when the queue was empty.
+struct Mailbox {
+    queue: Mutex<Vec<Mail>>,
+    wake: UnixStream,
+}
+
+impl Mailbox {
+    fn post(&self, mail: Mail) {
+        let was_empty = match self.queue.lock() {
+            Ok(mut queue) => {
+                let was_empty = queue.is_empty();
+                queue.push(mail);
+                was_empty
+            }
+            Err(_) => return,
+        };
+        if was_empty {
+            // The pipe is non-blocking: when it is full the worker has wake-ups pending anyway.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+
+    fn take(&self) -> Vec<Mail> {
+        self.queue
+            .lock()
+            .map(|mut queue| std::mem::take(&mut *queue))
+            .unwrap_or_default()
+    }
+}
+
 struct ConnectionEntry {
     notify: Rc<Notify>,
     peer: SocketAddr,
@@ -96,6 +150,11 @@ struct Shared {
     sockets_closed: Notify,
     stopping: Cell<bool>,
     access: Rc<AccessHub>,
+    /// This worker's place, and every worker's mailbox (its own included).
+    worker: usize,
+    mailboxes: Arc<[Mailbox]>,
+    /// Scratch for the batches the engine hands over for other workers.
+    outbox: RefCell<(Vec<RemoteDelivery>, Vec<Replication>)>,
 }
 
 impl Shared {
@@ -122,6 +181,38 @@ impl Shared {
         }
         if broker.poll_timeout() != self.armed.get() {
             self.timer.notify();
+        }
+        if self.mailboxes.len() > 1 {
+            self.post_batches(&mut broker);
+        }
+    }
+
+    /// Sends the copies for other workers' sessions, one batch per worker, and the routing
+    /// changes to every other worker.
+    fn post_batches(&self, broker: &mut Broker) {
+        let mut outbox = self.outbox.borrow_mut();
+        let (remote, replication) = &mut *outbox;
+        broker.take_remote(remote);
+        broker.take_replication(replication);
+        let workers = self.mailboxes.len();
+        if !replication.is_empty() {
+            for (index, mailbox) in self.mailboxes.iter().enumerate() {
+                if index != self.worker {
+                    mailbox.post(Mail::Replication(replication.clone()));
+                }
+            }
+            replication.clear();
+        }
+        if !remote.is_empty() {
+            let mut batches: Vec<Vec<RemoteDelivery>> = (0..workers).map(|_| Vec::new()).collect();
+            for delivery in remote.drain(..) {
+                batches[delivery.subscriber.0 as usize % workers].push(delivery);
+            }
+            for (mailbox, batch) in self.mailboxes.iter().zip(batches) {
+                if !batch.is_empty() {
+                    mailbox.post(Mail::Deliveries(batch));
+                }
+            }
         }
     }
 }
@@ -200,6 +291,11 @@ fn log_event(broker: &Broker, connections: &HashMap<ConnId, ConnectionEntry>, ev
 /// Binds every listener, then serves until `control.shutdown` becomes readable. On shutdown,
 /// MQTT 5 clients get DISCONNECT 0x8B, queued writes are flushed (for up to a few seconds) and
 /// the function returns `Ok(())`.
+///
+/// `config.engine.workers` workers each run on their own thread (worker 0 on the caller's) with
+/// their own engine, executor and connections: an actor per core, no lock per message. Every
+/// worker accepts on every listener; a connection whose CONNECT names a client owned by another
+/// worker (`client_owner`) is handed to it with the bytes read so far.
 pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
     let mut bound = Vec::new();
     for (spec, required) in config
@@ -214,9 +310,9 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
                 format!("listener {spec}: TLS and WebSocket listeners are not implemented yet"),
             ));
         }
-        match TcpListener::bind(spec.address).and_then(Async::new) {
+        match TcpListener::bind(spec.address) {
             Ok(listener) => {
-                let address = listener.get_ref().local_addr()?;
+                let address = listener.local_addr()?;
                 bound.push((spec.clone(), address, listener));
             }
             Err(e) if required => {
@@ -235,9 +331,100 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
             ..spec.clone()
         })
         .collect();
+    let listeners: Vec<TcpListener> = bound.into_iter().map(|(_, _, listener)| listener).collect();
 
+    let workers = usize::from(config.engine.workers.max(1));
+    let mut wake_readers = Vec::new();
+    let mut mailboxes = Vec::new();
+    for _ in 0..workers {
+        let (reader, writer) = UnixStream::pair()?;
+        writer.set_nonblocking(true)?;
+        wake_readers.push(reader);
+        mailboxes.push(Mailbox {
+            queue: Mutex::new(Vec::new()),
+            wake: writer,
+        });
+    }
+    let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+    let start = std::time::Instant::now();
+    let mut threads = Vec::new();
+    let mut wake_readers = wake_readers.into_iter();
+    let own_wake = wake_readers
+        .next()
+        .ok_or_else(|| io::Error::other("no worker"))?;
+    for (offset, wake) in wake_readers.enumerate() {
+        let index = offset + 1;
+        let setup = WorkerSetup {
+            index,
+            listeners: listeners
+                .iter()
+                .map(TcpListener::try_clone)
+                .collect::<io::Result<_>>()?,
+            config: config.clone(),
+            mailboxes: mailboxes.clone(),
+            wake,
+            start,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("femtomq-worker-{index}"))
+            .spawn(move || {
+                if let Err(e) = worker_main(setup, None) {
+                    error!("worker {index}: {e}");
+                }
+            })?;
+        threads.push(thread);
+    }
+    let setup = WorkerSetup {
+        index: 0,
+        listeners,
+        config,
+        mailboxes: mailboxes.clone(),
+        wake: own_wake,
+        start,
+    };
+    let result = worker_main(setup, Some((control, addresses)));
+    // Worker 0 has told the others to stop; wait for them.
+    for thread in threads {
+        let _ = thread.join();
+    }
+    result
+}
+
+/// What a worker thread starts from.
+struct WorkerSetup {
+    index: usize,
+    listeners: Vec<TcpListener>,
+    config: ServerConfig,
+    mailboxes: Arc<[Mailbox]>,
+    wake: UnixStream,
+    start: std::time::Instant,
+}
+
+/// Runs one worker until it is told to stop. Worker 0 also gets the daemon's controls.
+fn worker_main(
+    setup: WorkerSetup,
+    control: Option<(Control, Vec<ListenerSpec>)>,
+) -> io::Result<()> {
+    let WorkerSetup {
+        index,
+        listeners,
+        config,
+        mailboxes,
+        wake,
+        start,
+    } = setup;
+    let workers = mailboxes.len();
+    let mut engine = config.engine;
+    engine.worker = index as u16;
+    engine.workers = workers as u16;
+    // Each worker takes its share of the connections.
+    engine.limits.max_connections = engine
+        .limits
+        .max_connections
+        .div_ceil(workers as u32)
+        .max(1);
     let access = AccessHub::new(config.access);
-    let mut broker = Broker::new(config.engine, config.seed);
+    let mut broker = Broker::new(engine, config.seed.wrapping_add(index as u64));
     let (authenticator, authorizer) = access.hooks();
     broker.set_authenticator(authenticator);
     broker.set_authorizer(authorizer);
@@ -247,41 +434,74 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         connections: RefCell::new(HashMap::new()),
         timer: Notify::default(),
         armed: Cell::new(None),
-        start: std::time::Instant::now(),
+        start,
         open_sockets: Cell::new(0),
         sockets_closed: Notify::default(),
         stopping: Cell::new(false),
         access,
+        worker: index,
+        mailboxes,
+        outbox: RefCell::new((Vec::new(), Vec::new())),
     });
     let executor = Rc::new(LocalExecutor::new());
-    for (index, (_, _, listener)) in bound.into_iter().enumerate() {
-        let task = accept_loop(shared.clone(), executor.clone(), listener, index as u16);
+    for (listener_index, listener) in listeners.into_iter().enumerate() {
+        let listener = Async::new(listener)?;
+        let task = accept_loop(
+            shared.clone(),
+            executor.clone(),
+            listener,
+            listener_index as u16,
+        );
         executor.spawn(task).detach();
     }
     executor.spawn(timer_loop(shared.clone())).detach();
     executor
         .spawn(access_loop(shared.clone(), executor.clone()))
         .detach();
-    let Control {
-        shutdown,
-        reload,
-        on_reload,
-        on_ready,
-    } = control;
+    let stop = Rc::new(Notify::default());
+    let wake = Async::new(wake)?;
     executor
-        .spawn(reload_loop(shared.clone(), Async::new(reload)?, on_reload))
+        .spawn(mailbox_loop(
+            shared.clone(),
+            executor.clone(),
+            wake,
+            stop.clone(),
+        ))
         .detach();
-    on_ready(&addresses);
-
-    let shutdown = Async::new(shutdown)?;
+    let shutdown = match control {
+        Some((control, addresses)) => {
+            let Control {
+                shutdown,
+                reload,
+                on_reload,
+                on_ready,
+            } = control;
+            executor
+                .spawn(reload_loop(shared.clone(), Async::new(reload)?, on_reload))
+                .detach();
+            on_ready(&addresses);
+            Some(Async::new(shutdown)?)
+        }
+        None => None,
+    };
     // async_io::block_on makes this thread wait in epoll itself when it has nothing to run;
     // futures_lite's block_on would leave the reactor to async-io's helper thread, which then
     // wakes this one through a futex for every event (measured: half the CPU in context switches).
     async_io::block_on(executor.run(async {
-        let mut byte = [0u8; 1];
-        // Any byte, or the pipe closing, means stop.
-        let _ = (&shutdown).read(&mut byte).await;
-        info!("shutting down");
+        match &shutdown {
+            Some(signal) => {
+                let mut byte = [0u8; 1];
+                // Any byte, or the pipe closing, means stop; the other workers are told.
+                let _ = (&*signal).read(&mut byte).await;
+                info!("shutting down");
+                for (other, mailbox) in shared.mailboxes.iter().enumerate() {
+                    if other != shared.worker {
+                        mailbox.post(Mail::Shutdown);
+                    }
+                }
+            }
+            None => stop.notified().await,
+        }
         shared.stopping.set(true);
         let now = shared.now();
         shared.broker.borrow_mut().shutdown(now);
@@ -303,6 +523,52 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
     Ok(())
 }
 
+/// Handles what other workers send: handed-over connections, copies for local sessions,
+/// routing changes, reloads and the order to stop.
+async fn mailbox_loop(
+    shared: Rc<Shared>,
+    executor: Rc<LocalExecutor<'static>>,
+    wake: Async<UnixStream>,
+    stop: Rc<Notify>,
+) {
+    let mut bytes = [0u8; 64];
+    while let Ok(1..) = (&wake).read(&mut bytes).await {
+        let now = shared.now();
+        for mail in shared.mailboxes[shared.worker].take() {
+            match mail {
+                Mail::Handoff {
+                    stream,
+                    bytes,
+                    peer,
+                    listener,
+                } => match Async::new(stream) {
+                    Ok(stream) => {
+                        spawn_connection(&shared, &executor, stream, peer, listener, bytes)
+                    }
+                    Err(e) => warn!("handed-over connection from {peer}: {e}"),
+                },
+                Mail::Deliveries(batch) => {
+                    let mut broker = shared.broker.borrow_mut();
+                    for delivery in batch {
+                        broker.deliver_remote(delivery, now);
+                    }
+                }
+                Mail::Replication(changes) => {
+                    let mut broker = shared.broker.borrow_mut();
+                    for change in changes {
+                        broker.apply_replication(change);
+                    }
+                }
+                Mail::Reload(config, access) => {
+                    apply_reload(&shared, config, access);
+                }
+                Mail::Shutdown => stop.notify(),
+            }
+        }
+        shared.dispatch();
+    }
+}
+
 async fn accept_loop(
     shared: Rc<Shared>,
     executor: Rc<LocalExecutor<'static>>,
@@ -321,15 +587,7 @@ async fn accept_loop(
                     continue;
                 }
                 let _ = stream.get_ref().set_nodelay(true);
-                shared.open_sockets.set(shared.open_sockets.get() + 1);
-                let shared = shared.clone();
-                executor
-                    .spawn(async move {
-                        serve_connection(&shared, stream, peer, index).await;
-                        shared.open_sockets.set(shared.open_sockets.get() - 1);
-                        shared.sockets_closed.notify();
-                    })
-                    .detach();
+                spawn_connection(&shared, &executor, stream, peer, index, Vec::new());
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -338,6 +596,42 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Starts the task serving a connection; `initial` holds bytes already read from it (by the
+/// worker that handed it over).
+fn spawn_connection(
+    shared: &Rc<Shared>,
+    executor: &Rc<LocalExecutor<'static>>,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    listener: u16,
+    initial: Vec<u8>,
+) {
+    shared.open_sockets.set(shared.open_sockets.get() + 1);
+    let shared = shared.clone();
+    let executor_for_task = executor.clone();
+    executor
+        .spawn(async move {
+            serve_connection(&shared, &executor_for_task, stream, peer, listener, initial).await;
+            shared.open_sockets.set(shared.open_sockets.get() - 1);
+            shared.sockets_closed.notify();
+        })
+        .detach();
+}
+
+/// Applies a reloaded configuration to this worker (keeping its place among the workers).
+fn apply_reload(shared: &Shared, mut config: Config, access: AccessRules) {
+    let workers = shared.mailboxes.len();
+    config.worker = shared.worker as u16;
+    config.workers = workers as u16;
+    config.limits.max_connections = config
+        .limits
+        .max_connections
+        .div_ceil(workers as u32)
+        .max(1);
+    shared.broker.borrow_mut().set_config(config);
+    shared.access.replace(access);
 }
 
 async fn timer_loop(shared: Rc<Shared>) {
@@ -375,8 +669,12 @@ async fn reload_loop(
     while let Ok(1..) = (&reload).read(&mut byte).await {
         match on_reload() {
             ReloadOutcome::Apply(config, access) => {
-                shared.broker.borrow_mut().set_config(config);
-                shared.access.replace(access);
+                for (other, mailbox) in shared.mailboxes.iter().enumerate() {
+                    if other != shared.worker {
+                        mailbox.post(Mail::Reload(config, access.clone()));
+                    }
+                }
+                apply_reload(&shared, config, access);
                 info!("configuration reloaded");
             }
             ReloadOutcome::Keep => warn!("reload failed: keeping the current configuration"),
@@ -416,10 +714,34 @@ async fn access_loop(shared: Rc<Shared>, executor: Rc<LocalExecutor<'static>>) {
 /// Serves one connection until either side closes it.
 async fn serve_connection(
     shared: &Shared,
+    executor: &Rc<LocalExecutor<'static>>,
     stream: Async<TcpStream>,
     peer: SocketAddr,
     listener: u16,
+    initial: Vec<u8>,
 ) {
+    let _ = executor;
+    let mut pending = initial;
+    if shared.mailboxes.len() > 1 {
+        // With several workers, the session's owner serves the connection: read the CONNECT
+        // first and hand the connection over if it names another worker's client.
+        match first_packet(shared, &stream, &mut pending).await {
+            Route::Here => {}
+            Route::Closed => return,
+            Route::Worker(owner) => {
+                match stream.into_inner() {
+                    Ok(stream) => shared.mailboxes[owner].post(Mail::Handoff {
+                        stream,
+                        bytes: pending,
+                        peer,
+                        listener,
+                    }),
+                    Err(e) => debug!("connection from {peer}: {e}"),
+                }
+                return;
+            }
+        }
+    }
     let notify = Rc::new(Notify::default());
     let conn = shared.broker.borrow_mut().open(listener, shared.now());
     shared.connections.borrow_mut().insert(
@@ -430,13 +752,71 @@ async fn serve_connection(
         },
     );
     debug!("connection from {peer}");
-    if let Err(e) = pump_connection(shared, &stream, conn, &notify).await {
+    if let Err(e) = pump_connection(shared, &stream, conn, &notify, pending).await {
         debug!("connection from {peer}: {e}");
     }
     let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
     shared.broker.borrow_mut().closed(conn, shared.now());
     shared.dispatch();
     shared.connections.borrow_mut().remove(&conn);
+}
+
+/// Where a new connection belongs.
+enum Route {
+    /// This worker serves it (its client is ours, or it is not a valid CONNECT: the engine answers).
+    Here,
+    /// Another worker owns its client.
+    Worker(usize),
+    /// It closed, or sent no whole packet within the connect timeout.
+    Closed,
+}
+
+/// Reads until `pending` holds the first whole packet and says which worker owns its client.
+async fn first_packet(shared: &Shared, stream: &Async<TcpStream>, pending: &mut Vec<u8>) -> Route {
+    let (max_packet, timeout) = {
+        let broker = shared.broker.borrow();
+        let config = broker.config();
+        (
+            config.limits.max_packet_size as usize,
+            Duration::from_millis(config.connect_timeout_ms),
+        )
+    };
+    let give_up = async {
+        Timer::after(timeout).await;
+        Route::Closed
+    };
+    let read = async {
+        loop {
+            match codec::frame(pending, max_packet) {
+                Ok(Frame::Complete { len, .. }) => {
+                    return match codec::decode_packet(&pending[..len], ProtocolVersion::V5) {
+                        Ok(Packet::Connect(connect)) if !connect.client_id.is_empty() => {
+                            let owner = usize::from(client_owner(
+                                connect.client_id,
+                                shared.mailboxes.len() as u16,
+                            ));
+                            if owner == shared.worker {
+                                Route::Here
+                            } else {
+                                Route::Worker(owner)
+                            }
+                        }
+                        _ => Route::Here,
+                    };
+                }
+                Ok(Frame::Incomplete { .. }) => {}
+                // Malformed or too large: the engine gives the answer the protocol asks for.
+                Err(_) => return Route::Here,
+            }
+            let mut chunk = [0u8; 1024];
+            let mut reader = stream;
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Route::Closed,
+                Ok(count) => pending.extend_from_slice(&chunk[..count]),
+            }
+        }
+    };
+    future::or(read, give_up).await
 }
 
 enum Wake {
@@ -530,8 +910,8 @@ async fn pump_connection(
     stream: &Async<TcpStream>,
     conn: ConnId,
     notify: &Notify,
+    mut pending: Vec<u8>,
 ) -> io::Result<()> {
-    let mut pending = Vec::new();
     let mut output = Vec::new();
     loop {
         // Everything the engine queued for this connection goes out in one write.
