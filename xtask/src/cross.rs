@@ -619,9 +619,9 @@ fn check_persistent_session(port: u16) -> Result {
 /// Boards CI cross-builds and runs the smoke suite on under qemu-user.
 const CI_QEMU_BOARDS: &[&str] = &[
     "armv7-linux",
-    "mipsel-linux",
-    "riscv64-linux",
     "aarch64-linux",
+    "riscv64-linux",
+    "mipsel-linux",
 ];
 /// Boards CI runs size-report on (the native ones measure memory too).
 const CI_SIZE_BOARDS: &[&str] = &[
