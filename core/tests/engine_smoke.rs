@@ -654,3 +654,56 @@ fn two_workers_route_messages_to_each_others_sessions() {
         .unwrap();
     assert_eq!(femtomq_core::broker::client_owner(&assigned, 2), 1);
 }
+
+#[test]
+fn a_subscriber_on_another_worker_holds_back_the_publisher_too() {
+    let worker = |index| {
+        let mut config = Config {
+            workers: 2,
+            worker: index,
+            ..Config::default()
+        };
+        config.limits.max_queued_messages = 100;
+        config.limits.max_inflight = 10;
+        Broker::new(config, 5)
+    };
+    let (mut a, mut b) = (worker(0), worker(1));
+    let now = Instant(10_000);
+    let (sub_id, pub_id) = (id_owned_by(1, "sub"), id_owned_by(0, "pub"));
+    let subscriber = connect(&mut b, &sub_id, now);
+    let publisher = connect(&mut a, &pub_id, now);
+    subscribe(&mut b, subscriber, "f/#", QoS::AtLeastOnce, now);
+    exchange(&mut a, &mut b, now);
+    // Worker 1's session falls behind on copies from worker 0 and says so...
+    publish_qos1(&mut a, publisher, 60, now);
+    exchange(&mut a, &mut b, now);
+    assert!(
+        !a.is_paused(publisher),
+        "nothing held back before the news arrives"
+    );
+    // ...so the next message worker 0 routes to it holds the publisher back.
+    publish(
+        &mut a,
+        publisher,
+        "f/x",
+        b"d",
+        QosPid::AtLeastOnce(NonZeroU16::new(61).unwrap()),
+        now,
+    );
+    assert!(
+        a.is_paused(publisher),
+        "held back for a session of another worker"
+    );
+    assert_eq!(b.stats().messages_dropped, 0);
+    // The subscriber drains; worker 1 lifts the pressure and worker 0 reads again.
+    while read_and_ack(&mut b, subscriber, now) > 0 {
+        exchange(&mut a, &mut b, now);
+    }
+    exchange(&mut a, &mut b, now);
+    assert!(
+        !a.is_paused(publisher),
+        "released when the subscriber caught up"
+    );
+    assert_eq!(b.queued_messages(&sub_id), Some(0));
+    assert_eq!(b.stats().messages_dropped, 0, "nothing lost across workers");
+}

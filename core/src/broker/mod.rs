@@ -115,6 +115,15 @@ pub enum Replication {
         /// The message.
         message: SharedMessage,
     },
+    /// Flow control across workers: a session is behind on copies routed by other workers
+    /// (`on`), or has caught up, stalled or gone (`!on`). While on, a worker routing to it
+    /// holds back the publisher whose input it is handling, as it would for its own sessions.
+    Pressure {
+        /// The session.
+        subscriber: SubscriberId,
+        /// Whether publishers should be held back.
+        on: bool,
+    },
 }
 
 /// A network connection, as the engine names it. Stale ids (of closed connections) are ignored.
@@ -310,6 +319,9 @@ pub struct Broker {
     remote: Vec<RemoteDelivery>,
     /// Routing changes for other workers, until the port takes them.
     replication: Vec<Replication>,
+    /// Sessions of other workers that asked for their publishers to be held back, with the
+    /// publishers held back for them (few at a time: a linear list).
+    remote_pressure: Vec<(SubscriberId, Vec<ConnId>)>,
 }
 
 impl core::fmt::Debug for Broker {
@@ -372,6 +384,7 @@ impl Broker {
             replay: AccessReplay::default(),
             remote: Vec::new(),
             replication: Vec::new(),
+            remote_pressure: Vec::new(),
         }
     }
 
@@ -484,6 +497,21 @@ impl Broker {
             }
             Replication::SessionEnded { subscriber } => {
                 self.subscriptions.unsubscribe_all(subscriber);
+                self.release_remote_pressure(subscriber);
+            }
+            Replication::Pressure {
+                subscriber,
+                on: true,
+            } => {
+                if !self.remote_pressure.iter().any(|(s, _)| *s == subscriber) {
+                    self.remote_pressure.push((subscriber, Vec::new()));
+                }
+            }
+            Replication::Pressure {
+                subscriber,
+                on: false,
+            } => {
+                self.release_remote_pressure(subscriber);
             }
             Replication::Retain { message } => {
                 if message.payload.is_empty() {
@@ -1966,9 +1994,11 @@ impl Broker {
             match self.local(delivery.subscriber) {
                 Some(index) => self.deliver(index, outgoing, now),
                 // Sessions of other workers get theirs through their mailbox.
-                None => self
-                    .remote
-                    .push(RemoteDelivery::from_outgoing(delivery.subscriber, outgoing)),
+                None => {
+                    self.remote
+                        .push(RemoteDelivery::from_outgoing(delivery.subscriber, outgoing));
+                    self.hold_back_for_remote(delivery.subscriber);
+                }
             }
         }
         let count = matches.len();
@@ -2041,9 +2071,11 @@ impl Broker {
     /// whose input is being handled, instead of letting its queue overflow. A subscriber that
     /// made no progress for `STALL_MS` holds back nobody, so a stuck client cannot stall others.
     fn hold_back_publisher(&mut self, index: u32, conn: ConnId, now: Instant) {
-        let Some(publisher) = self.input.filter(|&p| p != conn) else {
+        let publisher = self.input.filter(|&p| p != conn);
+        let from_other_workers = publisher.is_none() && self.config.workers > 1;
+        if publisher.is_none() && !from_other_workers {
             return;
-        };
+        }
         if !self.backlogged(index, conn, false) {
             return;
         }
@@ -2053,9 +2085,16 @@ impl Broker {
         if now.millis_since(session.last_progress) >= STALL_MS {
             return;
         }
-        if !session.waiters.contains(&publisher) {
-            session.waiters.push(publisher);
-        }
+        let announce = match publisher {
+            Some(publisher) => {
+                if !session.waiters.contains(&publisher) {
+                    session.waiters.push(publisher);
+                }
+                false
+            }
+            // Copies from other workers: ask them to hold back their publishers.
+            None => !core::mem::replace(&mut session.remote_pressure, true),
+        };
         let schedule = !session.stall_check_armed;
         session.stall_check_armed = true;
         let (at, epoch) = (session.last_progress.plus_millis(STALL_MS), session.epoch);
@@ -2067,8 +2106,60 @@ impl Broker {
                 generation: epoch,
             }));
         }
+        if announce {
+            let subscriber = self.global(index);
+            self.replicate(Replication::Pressure {
+                subscriber,
+                on: true,
+            });
+        }
+        if let Some(connection) = publisher.and_then(|p| self.connection_mut(p)) {
+            connection.paused = true;
+        }
+    }
+
+    /// Pauses the publisher being read if it routes to a session of another worker that asked
+    /// for it (see [`Replication::Pressure`]).
+    fn hold_back_for_remote(&mut self, subscriber: SubscriberId) {
+        let Some(publisher) = self.input else {
+            return;
+        };
+        let Some((_, waiters)) = self
+            .remote_pressure
+            .iter_mut()
+            .find(|(s, _)| *s == subscriber)
+        else {
+            return;
+        };
+        if !waiters.contains(&publisher) {
+            waiters.push(publisher);
+        }
         if let Some(connection) = self.connection_mut(publisher) {
             connection.paused = true;
+        }
+    }
+
+    /// Ends the hold on publishers for a session of another worker.
+    fn release_remote_pressure(&mut self, subscriber: SubscriberId) {
+        let Some(position) = self
+            .remote_pressure
+            .iter()
+            .position(|(s, _)| *s == subscriber)
+        else {
+            return;
+        };
+        let (_, waiters) = self.remote_pressure.swap_remove(position);
+        for publisher in waiters {
+            self.unpause(publisher);
+        }
+    }
+
+    fn unpause(&mut self, publisher: ConnId) {
+        if let Some(connection) = self.connection_mut(publisher) {
+            connection.paused = false;
+            // Wake the port's task for it, so that it reads again.
+            connection.queued_writable = false;
+            self.mark_writable(publisher);
         }
     }
 
@@ -2080,7 +2171,7 @@ impl Broker {
         };
         // Monotonic even if a port reports times out of order.
         session.last_progress = session.last_progress.max(now);
-        if session.waiters.is_empty() {
+        if session.waiters.is_empty() && !session.remote_pressure {
             return;
         }
         let still = session
@@ -2096,13 +2187,16 @@ impl Broker {
             return;
         };
         let waiters = core::mem::take(&mut session.waiters);
+        let announced = core::mem::replace(&mut session.remote_pressure, false);
         for publisher in waiters {
-            if let Some(connection) = self.connection_mut(publisher) {
-                connection.paused = false;
-                // Wake the port's task for it, so that it reads again.
-                connection.queued_writable = false;
-                self.mark_writable(publisher);
-            }
+            self.unpause(publisher);
+        }
+        if announced {
+            let subscriber = self.global(index);
+            self.replicate(Replication::Pressure {
+                subscriber,
+                on: false,
+            });
         }
     }
 
@@ -2111,7 +2205,7 @@ impl Broker {
             return;
         };
         session.stall_check_armed = false;
-        if session.waiters.is_empty() {
+        if session.waiters.is_empty() && !session.remote_pressure {
             return;
         }
         let due = session.last_progress.plus_millis(STALL_MS);

@@ -85,6 +85,8 @@ pub(crate) struct Session {
     pub last_progress: Instant,
     /// Whether a stall check timer is pending for this session.
     pub stall_check_armed: bool,
+    /// Whether this session asked other workers to hold back their publishers.
+    pub remote_pressure: bool,
 }
 
 impl Session {
@@ -106,6 +108,7 @@ impl Session {
             waiters: Vec::new(),
             last_progress: Instant(0),
             stall_check_armed: false,
+            remote_pressure: false,
         }
     }
 
