@@ -9,7 +9,9 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::num::NonZeroU16;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+// AtomicUsize, not AtomicU64: 32-bit MIPS has no 64-bit atomics, and a bench run never counts
+// near 2^32 messages or lasts 71 minutes (the microsecond clock below).
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -219,9 +221,9 @@ impl Connection {
 /// Shared counters and the latency samples of all subscribers.
 #[derive(Default)]
 struct Tally {
-    published: AtomicU64,
-    received: AtomicU64,
-    last_receive_ns: AtomicU64,
+    published: AtomicUsize,
+    received: AtomicUsize,
+    last_receive_us: AtomicUsize,
     latencies_us: Mutex<Vec<u32>>,
 }
 
@@ -287,8 +289,12 @@ fn subscriber(
             acks.clear();
         }
         if received > 0 {
-            tally.received.fetch_add(received, Ordering::Relaxed);
-            tally.last_receive_ns.fetch_max(now_ns, Ordering::Relaxed);
+            tally
+                .received
+                .fetch_add(received as usize, Ordering::Relaxed);
+            tally
+                .last_receive_us
+                .fetch_max((now_ns / 1000) as usize, Ordering::Relaxed);
         }
     }
     let _ = qos;
@@ -311,7 +317,7 @@ fn publisher(
         Ok(stream) => stream,
         Err(_) => return,
     }));
-    let acked = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     // The reader completes QoS 1/2 flows and wakes the publisher when its window opens.
     let publisher_thread = thread::current();
@@ -366,7 +372,7 @@ fn publisher(
         let batch = if interval.is_some() { 1 } else { BATCH };
         if config.qos != QoS::AtMostOnce {
             // Wait for room in the window.
-            while sequence - acked.load(Ordering::Relaxed) + batch as u64 > WINDOW
+            while sequence - acked.load(Ordering::Relaxed) as u64 + batch as u64 > WINDOW
                 && Instant::now() < deadline
             {
                 thread::park_timeout(Duration::from_millis(10));
@@ -403,7 +409,7 @@ fn publisher(
         if !written {
             break;
         }
-        tally.published.fetch_add(batch as u64, Ordering::Relaxed);
+        tally.published.fetch_add(batch, Ordering::Relaxed);
         if let Some(interval) = interval {
             let due = started + interval * sequence as u32;
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -414,7 +420,7 @@ fn publisher(
     // Let the last acknowledgements arrive.
     let settle = Instant::now();
     while config.qos != QoS::AtMostOnce
-        && acked.load(Ordering::Relaxed) < sequence
+        && (acked.load(Ordering::Relaxed) as u64) < sequence
         && settle.elapsed() < Duration::from_secs(5)
     {
         thread::sleep(Duration::from_millis(5));
@@ -496,12 +502,15 @@ fn traffic(config: &BenchConfig) -> Result<BenchReport, String> {
         let _ = thread.join();
     }
     // Wait until every copy arrived, or nothing arrived for a second.
-    let published = tally.published.load(Ordering::Relaxed);
+    let published = tally.published.load(Ordering::Relaxed) as u64;
     let expected = published * copies_per_message;
-    let mut last = (tally.received.load(Ordering::Relaxed), Instant::now());
+    let mut last = (
+        tally.received.load(Ordering::Relaxed) as u64,
+        Instant::now(),
+    );
     while last.0 < expected && last.1.elapsed() < Duration::from_secs(1) {
         thread::sleep(Duration::from_millis(10));
-        let now = tally.received.load(Ordering::Relaxed);
+        let now = tally.received.load(Ordering::Relaxed) as u64;
         if now != last.0 {
             last = (now, Instant::now());
         }
@@ -526,14 +535,11 @@ fn traffic(config: &BenchConfig) -> Result<BenchReport, String> {
             .copied()
             .unwrap_or(0)
     };
-    let last_ns = tally
-        .last_receive_ns
-        .load(Ordering::Relaxed)
-        .max(start_ns + 1);
+    let last_ns = (tally.last_receive_us.load(Ordering::Relaxed) as u64 * 1000).max(start_ns + 1);
     Ok(BenchReport {
         published,
         expected,
-        received: tally.received.load(Ordering::Relaxed),
+        received: tally.received.load(Ordering::Relaxed) as u64,
         seconds: (last_ns - start_ns) as f64 / 1e9,
         p50_us: u64::from(percentile(0.50)),
         p99_us: u64::from(percentile(0.99)),
