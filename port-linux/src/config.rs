@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use femtomq_core::broker::Config as EngineConfig;
 use femtomq_core::topic::SharedStrategy;
-use femtomq_posix::ListenerSpec;
+use femtomq_posix::{ListenerSpec, TlsFiles, Transport};
 
 use crate::toml::{self, Entry, Table, Value};
 
@@ -320,10 +320,26 @@ impl Settings {
     fn apply_listener(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
         let mut url = None;
         let mut auth = ListenerAuth::default();
+        let mut tls = TlsFiles::default();
+        // The first TLS key, for an error on a listener without TLS.
+        let mut tls_key = None;
         for entry in &table.entries {
             let path = format!("listener.{}", entry.key);
+            if matches!(
+                entry.key.as_str(),
+                "cert" | "key" | "cafile" | "require_certificate" | "use_identity_as_username"
+            ) {
+                tls_key.get_or_insert((entry.line, path.clone()));
+            }
             match entry.key.as_str() {
                 "url" => url = Some((reader.string(entry, &path)?, entry.line)),
+                "cert" => tls.cert = reader.path(entry, &path)?,
+                "key" => tls.key = reader.path(entry, &path)?,
+                "cafile" => tls.cafile = Some(reader.path(entry, &path)?),
+                "require_certificate" => tls.require_certificate = reader.boolean(entry, &path)?,
+                "use_identity_as_username" => {
+                    tls.use_identity_as_username = reader.boolean(entry, &path)?
+                }
                 "password_file" => auth.password_file = Some(reader.path(entry, &path)?),
                 "acl_file" => auth.acl_file = Some(reader.path(entry, &path)?),
                 "allow_anonymous" => auth.allow_anonymous = Some(reader.boolean(entry, &path)?),
@@ -331,7 +347,7 @@ impl Settings {
                     return Err(reader.error(
                         entry.line,
                         &path,
-                        "unknown key (expected url, password_file, acl_file or allow_anonymous)",
+                        "unknown key (expected url, password_file, acl_file, allow_anonymous, cert, key, cafile, require_certificate or use_identity_as_username)",
                     ));
                 }
             }
@@ -343,7 +359,31 @@ impl Settings {
                 "a [[listener]] needs `url = \"HOST:PORT\"`",
             ));
         };
-        let spec = ListenerSpec::parse(url).map_err(|e| reader.error(line, "listener.url", e.0))?;
+        let mut spec =
+            ListenerSpec::parse(url).map_err(|e| reader.error(line, "listener.url", e.0))?;
+        let is_tls = matches!(spec.transport, Transport::Tls | Transport::WebSocketTls);
+        match tls_key {
+            Some((line, key)) if !is_tls => {
+                return Err(reader.error(
+                    line,
+                    &key,
+                    format!(
+                        "listener `{url}` has no TLS: certificates go with mqtts:// and wss://"
+                    ),
+                ));
+            }
+            _ if is_tls => {
+                if tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty() {
+                    return Err(reader.error(
+                        table.line,
+                        "listener",
+                        format!("listener `{url}` needs `cert` and `key` (PEM files)"),
+                    ));
+                }
+                spec.tls = Some(tls);
+            }
+            _ => {}
+        }
         self.listeners.push(spec);
         self.listener_auth.push(auth);
         Ok(())

@@ -7,6 +7,7 @@ mod access;
 mod bench;
 mod client;
 mod config;
+mod listeners;
 mod logger;
 mod toml;
 
@@ -114,9 +115,25 @@ struct StartArgs {
     /// configuration file (TOML; see femtomq.toml for every key)
     #[argh(option, short = 'c')]
     conf: Option<PathBuf>,
-    /// listener: HOST:PORT or mqtt://HOST:PORT (repeatable; replaces the file's listeners)
+    /// listener: HOST:PORT, mqtt://HOST:PORT, mqtts://HOST:PORT, ws://HOST:PORT/PATH or
+    /// wss://HOST:PORT/PATH (repeatable; replaces the file's listeners)
     #[argh(option, short = 'l')]
     listen: Vec<String>,
+    /// certificate chain (PEM) of the mqtts:// and wss:// listeners
+    #[argh(option)]
+    cert: Option<PathBuf>,
+    /// private key (PEM, not encrypted) of the mqtts:// and wss:// listeners
+    #[argh(option)]
+    key: Option<PathBuf>,
+    /// CA certificates (PEM) to verify client certificates against
+    #[argh(option)]
+    cafile: Option<PathBuf>,
+    /// refuse TLS clients without a valid certificate (needs --cafile)
+    #[argh(switch)]
+    require_certificate: bool,
+    /// the client certificate's Common Name is the user name (needs --cafile)
+    #[argh(switch)]
+    use_identity_as_username: bool,
     /// worker threads; 0 (the default) means one per CPU
     #[argh(option)]
     workers: Option<usize>,
@@ -354,6 +371,16 @@ fn settings(args: &StartArgs) -> Result<Settings, ConfigError> {
     if let Some(path) = &args.acl_file {
         settings.acl_file = Some(path.clone());
     }
+    listeners::apply_tls_flags(
+        &mut settings,
+        &listeners::TlsFlags {
+            cert: args.cert.as_ref(),
+            key: args.key.as_ref(),
+            cafile: args.cafile.as_ref(),
+            require_certificate: args.require_certificate,
+            use_identity_as_username: args.use_identity_as_username,
+        },
+    )?;
     if let Some(level) = &args.log_level {
         settings.log_level = parse_log_level(level).ok_or_else(|| {
             ConfigError::flag(
@@ -369,14 +396,7 @@ fn settings(args: &StartArgs) -> Result<Settings, ConfigError> {
 /// Refuses settings that name features not built yet, rather than ignoring them.
 fn check_implemented(settings: &Settings) -> Result<(), ConfigError> {
     access::check_features(settings)?;
-    for listener in &settings.listeners {
-        if listener.transport != femtomq_posix::Transport::Tcp {
-            return Err(ConfigError::flag(
-                "listener",
-                format!("{listener}: TLS and WebSocket listeners are not implemented yet"),
-            ));
-        }
-    }
+    listeners::check(settings)?;
     if settings.engine.limits.max_packet_size < 64 {
         return Err(ConfigError::flag(
             "max_packet_size",

@@ -15,10 +15,11 @@ mod notify;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod transport;
 #[cfg(feature = "ws")]
 pub mod ws;
 
 pub use auth::{AccessRules, AuthFileError, ListenerRules};
 pub use femtomq_core as core;
-pub use listener::{ListenerSpec, ListenerSpecError, Transport};
+pub use listener::{ListenerSpec, ListenerSpecError, TlsFiles, Transport};
 pub use server::{Control, ReloadOutcome, ServerConfig, run};

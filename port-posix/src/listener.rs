@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 
 /// The protocol stack of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,26 @@ pub struct ListenerSpec {
     pub address: SocketAddr,
     /// The HTTP path of a WebSocket listener (`/mqtt` by default).
     pub path: Option<String>,
+    /// The certificate files and client-certificate settings of a TLS listener (`mqtts://`,
+    /// `wss://`); set by the configuration, not by the URL.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The files and client-certificate settings of a TLS listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; not encrypted).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates are verified against. Without it, no
+    /// client certificate is asked for.
+    pub cafile: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (needs `cafile`).
+    pub require_certificate: bool,
+    /// The client certificate's subject CN is the client's user name (needs `cafile`; a client
+    /// without a certificate is then refused at CONNECT with "not authorized").
+    pub use_identity_as_username: bool,
 }
 
 /// Why a listener URL was not accepted.
@@ -88,6 +109,7 @@ impl ListenerSpec {
             transport,
             address,
             path,
+            tls: None,
         })
     }
 }

@@ -24,8 +24,9 @@ use femtomq_core::codec::{self, Frame, Packet};
 use femtomq_core::{Instant, ProtocolVersion};
 
 use crate::auth::{AccessHub, AccessRules, Answer};
-use crate::listener::{ListenerSpec, Transport};
+use crate::listener::ListenerSpec;
 use crate::notify::Notify;
+use crate::transport::{Identities, IdentityAuthenticator, Layers, Wrapping};
 
 /// The loop's one read buffer. Every connection reads into it as much as the socket holds
 /// (up to this size) and the engine consumes every whole packet in it; only the tail of a
@@ -92,6 +93,8 @@ enum Mail {
         bytes: Vec<u8>,
         peer: SocketAddr,
         listener: u16,
+        /// The TLS and WebSocket state of the connection, on such listeners.
+        layers: Option<Box<Layers>>,
     },
     /// Copies of messages for this worker's sessions.
     Deliveries(Vec<RemoteDelivery>),
@@ -155,6 +158,10 @@ struct Shared {
     mailboxes: Arc<[Mailbox]>,
     /// Scratch for the batches the engine hands over for other workers.
     outbox: RefCell<(Vec<RemoteDelivery>, Vec<Replication>)>,
+    /// TLS and WebSocket settings by listener index (`None`: plain TCP), shared by the workers.
+    wrappings: Arc<[Option<Wrapping>]>,
+    /// Certificate names of the connections of `use_identity_as_username` listeners.
+    identities: Rc<Identities>,
 }
 
 impl Shared {
@@ -304,16 +311,13 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         .map(|spec| (spec, true))
         .chain(config.optional_listeners.iter().map(|spec| (spec, false)))
     {
-        if spec.transport != Transport::Tcp {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("listener {spec}: TLS and WebSocket listeners are not implemented yet"),
-            ));
-        }
+        // Certificates are read before anything listens: a bad file stops startup.
+        let wrapping = Wrapping::new(spec)
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         match TcpListener::bind(spec.address) {
             Ok(listener) => {
                 let address = listener.local_addr()?;
-                bound.push((spec.clone(), address, listener));
+                bound.push((spec.clone(), address, listener, wrapping));
             }
             Err(e) if required => {
                 return Err(io::Error::new(
@@ -326,12 +330,16 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
     }
     let addresses: Vec<ListenerSpec> = bound
         .iter()
-        .map(|(spec, address, _)| ListenerSpec {
+        .map(|(spec, address, _, _)| ListenerSpec {
             address: *address,
             ..spec.clone()
         })
         .collect();
-    let listeners: Vec<TcpListener> = bound.into_iter().map(|(_, _, listener)| listener).collect();
+    let (listeners, wrappings): (Vec<TcpListener>, Vec<Option<Wrapping>>) = bound
+        .into_iter()
+        .map(|(_, _, listener, wrapping)| (listener, wrapping))
+        .unzip();
+    let wrappings: Arc<[Option<Wrapping>]> = wrappings.into();
 
     let workers = usize::from(config.engine.workers.max(1));
     let mut wake_readers = Vec::new();
@@ -364,6 +372,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
             mailboxes: mailboxes.clone(),
             wake,
             start,
+            wrappings: wrappings.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("femtomq-worker-{index}"))
@@ -381,6 +390,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         mailboxes: mailboxes.clone(),
         wake: own_wake,
         start,
+        wrappings,
     };
     let result = worker_main(setup, Some((control, addresses)));
     // Worker 0 has told the others to stop; wait for them.
@@ -398,6 +408,7 @@ struct WorkerSetup {
     mailboxes: Arc<[Mailbox]>,
     wake: UnixStream,
     start: std::time::Instant,
+    wrappings: Arc<[Option<Wrapping>]>,
 }
 
 /// Runs one worker until it is told to stop. Worker 0 also gets the daemon's controls.
@@ -412,6 +423,7 @@ fn worker_main(
         mailboxes,
         wake,
         start,
+        wrappings,
     } = setup;
     let workers = mailboxes.len();
     let mut engine = config.engine;
@@ -426,7 +438,16 @@ fn worker_main(
     let access = AccessHub::new(config.access);
     let mut broker = Broker::new(engine, config.seed.wrapping_add(index as u64));
     let (authenticator, authorizer) = access.hooks();
-    broker.set_authenticator(authenticator);
+    let identities = Rc::new(Identities::default());
+    if wrappings.iter().flatten().any(Wrapping::uses_identity) {
+        // Clients of `use_identity_as_username` listeners are named by their certificate.
+        broker.set_authenticator(Box::new(IdentityAuthenticator {
+            inner: authenticator,
+            identities: identities.clone(),
+        }));
+    } else {
+        broker.set_authenticator(authenticator);
+    }
     broker.set_authorizer(authorizer);
     let shared = Rc::new(Shared {
         broker: RefCell::new(broker),
@@ -442,6 +463,8 @@ fn worker_main(
         worker: index,
         mailboxes,
         outbox: RefCell::new((Vec::new(), Vec::new())),
+        wrappings,
+        identities,
     });
     let executor = Rc::new(LocalExecutor::new());
     for (listener_index, listener) in listeners.into_iter().enumerate() {
@@ -541,9 +564,11 @@ async fn mailbox_loop(
                     bytes,
                     peer,
                     listener,
+                    layers,
                 } => match Async::new(stream) {
                     Ok(stream) => {
-                        spawn_connection(&shared, &executor, stream, peer, listener, bytes)
+                        let layers = layers.map(|layers| *layers);
+                        spawn_connection(&shared, &executor, stream, peer, listener, bytes, layers)
                     }
                     Err(e) => warn!("handed-over connection from {peer}: {e}"),
                 },
@@ -587,7 +612,14 @@ async fn accept_loop(
                     continue;
                 }
                 let _ = stream.get_ref().set_nodelay(true);
-                spawn_connection(&shared, &executor, stream, peer, index, Vec::new());
+                let layers = match shared.new_layers(index) {
+                    Ok(layers) => layers,
+                    Err(e) => {
+                        warn!("connection from {peer}: {e}");
+                        continue;
+                    }
+                };
+                spawn_connection(&shared, &executor, stream, peer, index, Vec::new(), layers);
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -607,13 +639,23 @@ fn spawn_connection(
     peer: SocketAddr,
     listener: u16,
     initial: Vec<u8>,
+    layers: Option<Layers>,
 ) {
     shared.open_sockets.set(shared.open_sockets.get() + 1);
     let shared = shared.clone();
     let executor_for_task = executor.clone();
     executor
         .spawn(async move {
-            serve_connection(&shared, &executor_for_task, stream, peer, listener, initial).await;
+            serve_connection(
+                &shared,
+                &executor_for_task,
+                stream,
+                peer,
+                listener,
+                initial,
+                layers,
+            )
+            .await;
             shared.open_sockets.set(shared.open_sockets.get() - 1);
             shared.sockets_closed.notify();
         })
@@ -675,6 +717,12 @@ async fn reload_loop(
                     }
                 }
                 apply_reload(&shared, config, access);
+                // The workers share the listeners' TLS settings: one re-read serves them all.
+                for wrapping in shared.wrappings.iter().flatten() {
+                    if let Err(e) = wrapping.reload() {
+                        error!("{e}; keeping the previous certificates");
+                    }
+                }
                 info!("configuration reloaded");
             }
             ReloadOutcome::Keep => warn!("reload failed: keeping the current configuration"),
@@ -719,15 +767,21 @@ async fn serve_connection(
     peer: SocketAddr,
     listener: u16,
     initial: Vec<u8>,
+    mut layers: Option<Layers>,
 ) {
     let _ = executor;
     let mut pending = initial;
     if shared.mailboxes.len() > 1 {
         // With several workers, the session's owner serves the connection: read the CONNECT
         // first and hand the connection over if it names another worker's client.
-        match first_packet(shared, &stream, &mut pending).await {
+        match first_packet(shared, &stream, &mut pending, layers.as_mut(), peer).await {
             Route::Here => {}
-            Route::Closed => return,
+            Route::Closed => {
+                if layers.as_ref().is_some_and(Layers::failed) {
+                    linger_close(&stream).await;
+                }
+                return;
+            }
             Route::Worker(owner) => {
                 match stream.into_inner() {
                     Ok(stream) => shared.mailboxes[owner].post(Mail::Handoff {
@@ -735,6 +789,7 @@ async fn serve_connection(
                         bytes: pending,
                         peer,
                         listener,
+                        layers: layers.map(Box::new),
                     }),
                     Err(e) => debug!("connection from {peer}: {e}"),
                 }
@@ -752,13 +807,22 @@ async fn serve_connection(
         },
     );
     debug!("connection from {peer}");
-    if let Err(e) = pump_connection(shared, &stream, conn, &notify, pending).await {
-        debug!("connection from {peer}: {e}");
+    if let Some(layers) = &mut layers {
+        shared.note_identity(conn, listener, layers);
+        if let Some(description) = layers.just_established() {
+            debug!("connection from {peer}: {description}");
+        }
+    }
+    match pump_connection(shared, &stream, conn, &notify, pending, layers).await {
+        Err(e) => debug!("connection from {peer}: {e}"),
+        Ok(Some(layers)) if layers.failed() => linger_close(&stream).await,
+        Ok(_) => {}
     }
     let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
     shared.broker.borrow_mut().closed(conn, shared.now());
     shared.dispatch();
     shared.connections.borrow_mut().remove(&conn);
+    shared.identities.remove(conn);
 }
 
 /// Where a new connection belongs.
@@ -772,7 +836,16 @@ enum Route {
 }
 
 /// Reads until `pending` holds the first whole packet and says which worker owns its client.
-async fn first_packet(shared: &Shared, stream: &Async<TcpStream>, pending: &mut Vec<u8>) -> Route {
+///
+/// On a TLS or WebSocket listener the bytes go through `layers`, and their handshake answers are
+/// written as they come.
+async fn first_packet(
+    shared: &Shared,
+    stream: &Async<TcpStream>,
+    pending: &mut Vec<u8>,
+    mut layers: Option<&mut Layers>,
+    peer: SocketAddr,
+) -> Route {
     let (max_packet, timeout) = {
         let broker = shared.broker.borrow();
         let config = broker.config();
@@ -810,9 +883,28 @@ async fn first_packet(shared: &Shared, stream: &Async<TcpStream>, pending: &mut 
             }
             let mut chunk = [0u8; 1024];
             let mut reader = stream;
-            match reader.read(&mut chunk).await {
+            let count = match reader.read(&mut chunk).await {
                 Ok(0) | Err(_) => return Route::Closed,
-                Ok(count) => pending.extend_from_slice(&chunk[..count]),
+                Ok(count) => count,
+            };
+            match layers.as_deref_mut() {
+                None => pending.extend_from_slice(&chunk[..count]),
+                Some(layers) => {
+                    let received = layers.receive(&chunk[..count], pending);
+                    let mut wire = Vec::new();
+                    layers.take_output(&mut wire);
+                    let mut writer = stream;
+                    if writer.write_all(&wire).await.is_err() {
+                        return Route::Closed;
+                    }
+                    if let Err(e) = received {
+                        warn!("connection from {peer}: {e}");
+                        return Route::Closed;
+                    }
+                    if layers.finished() {
+                        return Route::Closed;
+                    }
+                }
             }
         }
     };
@@ -905,14 +997,130 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The TLS/WebSocket layers of a new connection on listener `index` (`None`: plain TCP).
+    fn new_layers(&self, index: u16) -> Result<Option<Layers>, String> {
+        match self
+            .wrappings
+            .get(usize::from(index))
+            .and_then(Option::as_ref)
+        {
+            Some(wrapping) => {
+                // A frame never needs to be larger than the largest packet (plus its header).
+                let max_packet = self.broker.borrow().config().limits.max_packet_size;
+                wrapping.layers(u64::from(max_packet) + 16).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records the certificate name of a `use_identity_as_username` connection before any of
+    /// its MQTT bytes reach the engine (none, and the client is refused, until the TLS
+    /// handshake is over).
+    fn note_identity(&self, conn: ConnId, listener: u16, layers: &mut Layers) {
+        let uses_identity = self
+            .wrappings
+            .get(usize::from(listener))
+            .and_then(Option::as_ref)
+            .is_some_and(Wrapping::uses_identity);
+        if uses_identity {
+            let identity = layers.identity().unwrap_or(None);
+            self.identities.set(conn, identity);
+        }
+    }
+
+    /// Like [`Shared::read_available`] for a TLS or WebSocket connection: the bytes read go
+    /// through `layers`, and the MQTT bytes they carry to the engine. A failed handshake or a
+    /// protocol error is logged; the answer for the client is then in the layers' output and
+    /// [`Layers::finished`] is true.
+    fn read_layered(
+        &self,
+        stream: &Async<TcpStream>,
+        conn: ConnId,
+        pending: &mut Vec<u8>,
+        layers: &mut Layers,
+    ) -> io::Result<Reading> {
+        let mut scratch = self.scratch.borrow_mut();
+        for _ in 0..READS_PER_TURN {
+            let broker = self.broker.borrow();
+            if broker.is_closing(conn) || broker.is_paused(conn) || layers.finished() {
+                return Ok(Reading::Progress);
+            }
+            drop(broker);
+            let count = match stream.get_ref().read(&mut scratch[..]) {
+                Ok(0) => return Ok(Reading::Closed),
+                Ok(count) => count,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let received = layers.receive(&scratch[..count], pending);
+            if let Some(identity) = layers.identity() {
+                self.identities.set(conn, identity);
+            }
+            if let Some(description) = layers.just_established() {
+                let peer = self.connections.borrow().get(&conn).map(|e| e.peer);
+                debug!("connection from {}: {description}", display_peer(peer));
+            }
+            if !pending.is_empty() {
+                let used = self
+                    .broker
+                    .borrow_mut()
+                    .handle_input(conn, pending, self.now());
+                pending.drain(..used);
+            }
+            if let Err(e) = received {
+                let peer = self.connections.borrow().get(&conn).map(|e| e.peer);
+                warn!("connection from {}: {e}", display_peer(peer));
+                break;
+            }
+            if count < SCRATCH {
+                break;
+            }
+        }
+        if pending.is_empty() && pending.capacity() > KEEP_BUFFER {
+            *pending = Vec::new();
+        }
+        Ok(Reading::Progress)
+    }
+}
+
+/// After refusing a TLS or WebSocket handshake: stops writing, then reads and drops what the
+/// client still sends (up to 64 KB, for a second at most), so that closing does not reset the
+/// connection before the client has read the answer (an HTTP status, a TLS alert).
+async fn linger_close(stream: &Async<TcpStream>) {
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
+    let drain = async {
+        let mut buffer = [0u8; 4096];
+        let mut left = 64 * 1024usize;
+        let mut reader = stream;
+        while left > 0 {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(count) => left = left.saturating_sub(count),
+            }
+        }
+    };
+    let give_up = async {
+        Timer::after(Duration::from_secs(1)).await;
+    };
+    future::or(drain, give_up).await;
+}
+
+fn display_peer(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "?".to_string(), |peer| peer.to_string())
+}
+
 async fn pump_connection(
     shared: &Shared,
     stream: &Async<TcpStream>,
     conn: ConnId,
     notify: &Notify,
     mut pending: Vec<u8>,
-) -> io::Result<()> {
+    mut layers: Option<Layers>,
+) -> io::Result<Option<Layers>> {
     let mut output = Vec::new();
+    let mut closing_sent = false;
     loop {
         // Everything the engine queued for this connection goes out in one write.
         shared
@@ -920,6 +1128,18 @@ async fn pump_connection(
             .borrow_mut()
             .swap_output(conn, &mut output, shared.now());
         shared.dispatch();
+        if let Some(layers) = &mut layers {
+            // Through TLS and WebSocket: the engine's bytes in one frame, then the records.
+            if !output.is_empty() {
+                layers.send(&output);
+                output.clear();
+            }
+            if !closing_sent && shared.broker.borrow().is_closing(conn) {
+                closing_sent = true;
+                layers.close(shared.stopping.get());
+            }
+            layers.take_output(&mut output);
+        }
         if !output.is_empty() {
             let written = async {
                 let mut writer = stream;
@@ -935,7 +1155,7 @@ async fn pump_connection(
                 }
             };
             if !future::or(written, abandoned).await? {
-                return Ok(());
+                return Ok(layers);
             }
             // The buffer goes back to the engine for the next packets: keep a small one only, so
             // that thousands of connections that once sent a large packet do not hold it.
@@ -944,8 +1164,9 @@ async fn pump_connection(
             }
             continue;
         }
-        if shared.broker.borrow().is_closing(conn) {
-            return Ok(());
+        if shared.broker.borrow().is_closing(conn) || layers.as_ref().is_some_and(Layers::finished)
+        {
+            return Ok(layers);
         }
         // A paused connection (flow control) is not read until the engine wakes it.
         let paused = shared.broker.borrow().is_paused(conn);
@@ -974,10 +1195,13 @@ async fn pump_connection(
         };
         match future::or(readable, notified).await? {
             Wake::Readable => {
-                let reading = shared.read_available(stream, conn, &mut pending)?;
+                let reading = match &mut layers {
+                    Some(layers) => shared.read_layered(stream, conn, &mut pending, layers)?,
+                    None => shared.read_available(stream, conn, &mut pending)?,
+                };
                 shared.dispatch();
                 if let Reading::Closed = reading {
-                    return Ok(());
+                    return Ok(layers);
                 }
                 // Let the connections this one wrote to, and the others, have their turn.
                 future::yield_now().await;

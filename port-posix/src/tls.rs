@@ -24,7 +24,7 @@
 
 use std::fmt;
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject as _;
@@ -32,22 +32,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
-/// The files and client-certificate settings of a TLS listener.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The server's certificate chain (PEM, leaf first).
-    pub cert: PathBuf,
-    /// The server's private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; not encrypted).
-    pub key: PathBuf,
-    /// CA certificates (PEM) that client certificates are verified against. Without it, no
-    /// client certificate is asked for.
-    pub cafile: Option<PathBuf>,
-    /// Refuse clients without a valid certificate (needs `cafile`).
-    pub require_certificate: bool,
-    /// The client certificate's subject CN is the client's user name (needs `cafile`; a client
-    /// without a certificate is then refused at CONNECT with "not authorized").
-    pub use_identity_as_username: bool,
-}
+pub use crate::listener::TlsFiles;
 
 /// Why a TLS listener or connection cannot go on: a message for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,6 +349,7 @@ mod tests {
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
         SanType,
     };
+    use std::path::PathBuf;
 
     /// A CA, a server certificate for localhost/127.0.0.1 and client certificates, in a
     /// scratch directory.
