@@ -53,7 +53,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listeners: Vec::new(),
-            workers: 0,
+            workers: 1,
             allow_anonymous: None,
             password_file: None,
             acl_file: None,

@@ -134,7 +134,7 @@ struct StartArgs {
     /// the client certificate's Common Name is the user name (needs --cafile)
     #[argh(switch)]
     use_identity_as_username: bool,
-    /// worker threads; 0 (the default) means one per CPU
+    /// worker threads (default 1); 0 means one per CPU
     #[argh(option)]
     workers: Option<usize>,
     /// log level: off, error, warn, info, debug or trace
