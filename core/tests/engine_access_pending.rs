@@ -12,9 +12,12 @@ use sim::*;
 
 /// Topics under `ask/` are pending (the request is recorded); `no/` is denied at once; the rest
 /// is allowed. Receive checks are answered at once: `ask/secret` may not be received.
+/// The pending questions: which connection asked for what on which topic.
+type Asked = Rc<RefCell<Vec<(Option<ConnId>, Access, String)>>>;
+
 #[derive(Default, Clone)]
 struct AskingAcl {
-    asked: Rc<RefCell<Vec<(Option<ConnId>, Access, String)>>>,
+    asked: Asked,
 }
 
 impl Authorizer for AskingAcl {
