@@ -719,6 +719,67 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_websocket_listener_keys() {
+        let settings = parse(
+            "[[listener]]\nurl = \"mqtts://127.0.0.1:8883\"\ncert = \"s.pem\"\nkey = \"s.key\"\ncafile = \"ca.pem\"\nrequire_certificate = true\nuse_identity_as_username = true\n[[listener]]\nurl = \"ws://127.0.0.1:8083\"\n",
+        )
+        .unwrap();
+        let tls = settings.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(
+            (&tls.cert, &tls.key, tls.cafile.as_deref()),
+            (
+                &PathBuf::from("s.pem"),
+                &PathBuf::from("s.key"),
+                Some(Path::new("ca.pem"))
+            )
+        );
+        assert!(tls.require_certificate && tls.use_identity_as_username);
+        assert_eq!(settings.listeners[1].path.as_deref(), Some("/mqtt"));
+        assert_eq!(settings.listeners[1].tls, None);
+        for (text, expected) in [
+            (
+                "[[listener]]\nurl = \"127.0.0.1:1\"\ncert = \"s.pem\"",
+                "test.toml:3: `listener.cert`: listener `127.0.0.1:1` has no TLS",
+            ),
+            (
+                "[[listener]]\nurl = \"mqtts://127.0.0.1:1\"\ncert = \"s.pem\"",
+                "test.toml:1: `listener`: listener `mqtts://127.0.0.1:1` needs `cert` and `key`",
+            ),
+        ] {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{text:?} gave {message:?}");
+        }
+    }
+
+    #[test]
+    fn the_commented_tls_and_websocket_example_parses_with_the_defaults() {
+        let example = include_str!("../../femtomq.toml");
+        let start = example
+            .find("# [[listener]]\n# url = \"mqtts")
+            .expect("femtomq.toml shows a TLS listener");
+        let end = start + example[start..].find("\n\n").unwrap();
+        let block: String = example[start..end]
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with("[[") || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let settings = parse(&block).unwrap();
+        let schemes: Vec<String> = settings.listeners.iter().map(|l| l.to_string()).collect();
+        assert_eq!(
+            schemes,
+            [
+                "mqtts://0.0.0.0:8883",
+                "ws://0.0.0.0:8083/mqtt",
+                "wss://0.0.0.0:8084/mqtt"
+            ]
+        );
+        let tls = settings.listeners[0].tls.as_ref().unwrap();
+        assert!(!tls.require_certificate && !tls.use_identity_as_username);
+        assert!(settings.listeners[2].tls.is_some());
+    }
+
+    #[test]
     fn values_are_applied() {
         let settings = parse(
             "allow_anonymous = true\n[[listener]]\nurl = \"127.0.0.1:1999\"\n[limits]\nmax_connections = 7\nmax_inflight = 9\n[session]\nmax_keep_alive = 60\nshared_strategy = \"random\"\n[log]\nlevel = \"debug\"\ntarget = \"file\"\nfile = \"/tmp/x.log\"\n",
