@@ -1,5 +1,6 @@
 //! Engine configuration: the bounds of [`Limits`] plus the behaviour choices MQTT leaves open.
 
+use super::persist::Persistence;
 use crate::limits::Limits;
 use crate::topic::SharedStrategy;
 
@@ -38,6 +39,12 @@ pub struct Config {
     pub workers: u16,
     /// This engine's place among them, `0..workers`.
     pub worker: u16,
+    /// Whether the engine emits persistence records, and holds acknowledgements until they are
+    /// durable (see [`Persistence`]). Off by default: no records, no cost.
+    pub persistence: Persistence,
+    /// Whether this engine writes records for retained messages (with several workers, one
+    /// of them does, for the retained messages of all).
+    pub persist_retained: bool,
 }
 
 impl Default for Config {
@@ -56,6 +63,8 @@ impl Default for Config {
             message_events: false,
             workers: 1,
             worker: 0,
+            persistence: Persistence::Off,
+            persist_retained: true,
         }
     }
 }

@@ -45,6 +45,38 @@ impl MessageProperties {
         self.user_properties = bytes.into_boxed_slice();
     }
 
+    /// The user properties in their wire form (for persistence records).
+    pub(crate) fn user_properties_wire(&self) -> &[u8] {
+        &self.user_properties
+    }
+
+    /// Sets the user properties from their wire form; false (nothing set) if `bytes` is not a
+    /// well-formed list of user properties.
+    pub(crate) fn set_user_properties_wire(&mut self, bytes: Box<[u8]>) -> bool {
+        let mut rest: &[u8] = &bytes;
+        while let Some((&id, tail)) = rest.split_first() {
+            if id != property_id::USER_PROPERTY {
+                return false;
+            }
+            rest = tail;
+            for _ in 0..2 {
+                let Some((len, tail)) = rest.split_first_chunk::<2>() else {
+                    return false;
+                };
+                let len = usize::from(u16::from_be_bytes(*len));
+                let Some(text) = tail.get(..len) else {
+                    return false;
+                };
+                if core::str::from_utf8(text).is_err() {
+                    return false;
+                }
+                rest = &tail[len..];
+            }
+        }
+        self.user_properties = bytes;
+        true
+    }
+
     /// Copies the properties of a received PUBLISH that are forwarded to subscribers (not the
     /// topic alias nor subscription identifiers, which are per connection).
     pub fn from_publish(properties: &PublishProperties<'_>) -> Self {

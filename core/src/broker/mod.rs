@@ -16,6 +16,7 @@ mod auth;
 mod config;
 mod event;
 mod message;
+pub mod persist;
 mod session;
 
 use alloc::boxed::Box;
@@ -34,6 +35,7 @@ pub use auth::{
 pub use config::Config;
 pub use event::{CloseCause, DropReason, Event, SessionEnd};
 pub use message::{Message, MessageProperties, SharedMessage};
+pub use persist::{Persistence, Record, RestoreSummary};
 
 use crate::codec::{
     self, Ack, AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect,
@@ -150,6 +152,8 @@ pub struct Stats {
     pub denials: u64,
     /// Connections closed for breaking the protocol.
     pub protocol_errors: u64,
+    /// PUBLISH packets refused because the persistent store was full (0x97).
+    pub persist_refused: u64,
 }
 
 /// What CONNECT asked for, kept while authentication runs.
@@ -207,6 +211,11 @@ struct Connection {
     paused: bool,
     /// CONNECT asked for a Session Expiry Interval of 0 (then DISCONNECT may not raise it).
     connect_expiry_zero: bool,
+    /// Its session is persistent: output waits for the records before it to be durable
+    /// (`Persistence::Durable`).
+    hold_output: bool,
+    /// Held output: from byte offset `.0` on, nothing goes out before record `.1` is durable.
+    holds: VecDeque<(usize, u64)>,
     /// A PUBLISH or SUBSCRIBE whose access check is pending: input stops until
     /// [`Broker::resolve_access`].
     pending_access: Option<Box<PendingAccess>>,
@@ -259,6 +268,8 @@ impl Connection {
             reauthenticating: false,
             paused: false,
             connect_expiry_zero: false,
+            hold_output: false,
+            holds: VecDeque::new(),
             pending_access: None,
         }
     }
@@ -322,6 +333,8 @@ pub struct Broker {
     /// Sessions of other workers that asked for their publishers to be held back, with the
     /// publishers held back for them (few at a time: a linear list).
     remote_pressure: Vec<(SubscriberId, Vec<ConnId>)>,
+    /// Persistence records and held output.
+    journal: persist::Journal,
 }
 
 impl core::fmt::Debug for Broker {
@@ -385,6 +398,7 @@ impl Broker {
             remote: Vec::new(),
             replication: Vec::new(),
             remote_pressure: Vec::new(),
+            journal: persist::Journal::default(),
         }
     }
 
@@ -474,6 +488,7 @@ impl Broker {
                 qos: delivery.qos,
                 retain: delivery.retain,
                 subscription_ids: delivery.subscription_ids,
+                seq: 0,
             };
             self.deliver(index, outgoing, now);
         }
@@ -516,9 +531,12 @@ impl Broker {
             Replication::Retain { message } => {
                 if message.payload.is_empty() {
                     self.retained.remove(&message.topic);
+                    self.persist_retained(&message);
                 } else {
                     let topic = message.topic.clone();
-                    let _ = self.retained.retain(&topic, message);
+                    if self.retained.retain(&topic, message.clone()).is_ok() {
+                        self.persist_retained(&message);
+                    }
                 }
             }
         }
@@ -576,7 +594,9 @@ impl Broker {
 
     /// Bytes waiting to be written to `conn`.
     pub fn output(&self, conn: ConnId) -> &[u8] {
-        self.connection(conn).map_or(&[], |c| &c.out)
+        self.connection(conn).map_or(&[], |c| {
+            &c.out[..c.holds.front().map_or(c.out.len(), |h| h.0)]
+        })
     }
 
     /// Marks the first `written` bytes of [`Broker::output`] as sent.
@@ -586,8 +606,15 @@ impl Broker {
         let Some(connection) = self.connection_mut(conn) else {
             return;
         };
-        let written = written.min(connection.out.len());
+        let free = connection
+            .holds
+            .front()
+            .map_or(connection.out.len(), |h| h.0);
+        let written = written.min(free);
         connection.out.drain(..written);
+        for hold in &mut connection.holds {
+            hold.0 -= written;
+        }
         if connection.out.is_empty() && connection.out.capacity() > 4096 {
             // Buffers grow to the packet in hand and shrink back when idle.
             connection.out = Vec::new();
@@ -608,7 +635,17 @@ impl Broker {
         let Some(connection) = self.connection_mut(conn) else {
             return;
         };
-        core::mem::swap(&mut connection.out, buffer);
+        match connection.holds.front() {
+            None => core::mem::swap(&mut connection.out, buffer),
+            // Only what is durable goes out (`Persistence::Durable`).
+            Some(&(free, _)) => {
+                buffer.extend_from_slice(&connection.out[..free]);
+                connection.out.drain(..free);
+                for hold in &mut connection.holds {
+                    hold.0 -= free;
+                }
+            }
+        }
         if let Some(index) = connection.session {
             self.output_taken(index, now);
         }
@@ -695,8 +732,15 @@ impl Broker {
         }
         let version = connection.version;
         let was_empty = connection.out.is_empty();
-        if push_packet(&mut connection.out, packet, version) && was_empty {
-            self.mark_writable(conn);
+        let start = connection.out.len();
+        if push_packet(&mut connection.out, packet, version) {
+            if self.config.persistence == Persistence::Durable {
+                let acknowledges = matches!(packet, Packet::PubAck(_) | Packet::PubRec(_));
+                self.hold_output(conn, start, acknowledges);
+            }
+            if was_empty {
+                self.mark_writable(conn);
+            }
         }
     }
 
@@ -803,6 +847,10 @@ impl Broker {
                 generation: epoch,
             }));
         }
+        if let Some(session) = self.session_mut(index) {
+            session.disconnected_at = now;
+        }
+        self.persist_session(index);
     }
 
     /// Discards a session: its subscriptions, queue and inflight messages.
@@ -810,6 +858,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(index as usize).and_then(Option::take) else {
             return;
         };
+        self.persist_session_end(&session);
         let subscriber = self.global(index);
         self.subscriptions.unsubscribe_all(subscriber);
         self.replicate(Replication::SessionEnded { subscriber });
@@ -910,6 +959,7 @@ impl Broker {
         }
         session.will_due = None;
         if let Some(will) = session.will.take() {
+            self.persist_session(timer.index);
             self.publish_will(will.message, now);
         }
     }
@@ -1535,6 +1585,7 @@ impl Broker {
         session.will = request.will;
         session.will_due = None;
         self.stats.connected += 1;
+        self.persist_connected(index, conn);
 
         let properties = if version.is_v5() {
             ConnAckProperties {
@@ -1896,6 +1947,16 @@ impl Broker {
             self.send_publish_ack(conn, publish.qos_pid, reason);
             return;
         }
+        if self.store_refuses(publish.qos_pid.qos(), publish.retain) {
+            self.stats.persist_refused += 1;
+            if v5 {
+                self.reject_publish(conn, publish.qos_pid, ReasonCode::QUOTA_EXCEEDED, v5, now);
+            } else {
+                // 3.1.1 cannot say no: no acknowledgement, the client sends it again later.
+                self.begin_close(conn, CloseCause::Refused(ReasonCode::QUOTA_EXCEEDED), now);
+            }
+            return;
+        }
         let message = Arc::new(Message {
             topic,
             payload: Box::from(publish.payload),
@@ -1913,6 +1974,7 @@ impl Broker {
             if let Some(session) = self.session_mut(index) {
                 session.inbound_qos2.push(id.get());
             }
+            self.persist_inbound(index, id.get(), true);
         }
         let reason = match (retain_failure, delivered) {
             (Some(reason), _) if v5 => reason,
@@ -1961,6 +2023,7 @@ impl Broker {
                 retain_failure = Some(ReasonCode(error.reason_code()));
             }
             if retain_failure.is_none() {
+                self.persist_retained(&message);
                 self.replicate(Replication::Retain {
                     message: message.clone(),
                 });
@@ -1990,6 +2053,7 @@ impl Broker {
                 // Forwarded messages carry RETAIN 0 unless Retain As Published `[MQTT-3.3.1-12]`.
                 retain: message.retain && delivery.retain_as_published,
                 subscription_ids: matches.identifiers(position).collect(),
+                seq: 0,
             };
             match self.local(delivery.subscriber) {
                 Some(index) => self.deliver(index, outgoing, now),
@@ -2223,7 +2287,7 @@ impl Broker {
         }
     }
 
-    fn enqueue(&mut self, index: u32, outgoing: Outgoing) {
+    fn enqueue(&mut self, index: u32, mut outgoing: Outgoing) {
         let limits = self.config.limits;
         let Some(session) = self.session_mut(index) else {
             return;
@@ -2235,11 +2299,15 @@ impl Broker {
             self.dropped(index, outgoing, DropReason::QueueFull);
             return;
         }
-        session.queued_bytes += size;
-        session.queue.push_back(outgoing);
+        self.persist_queued(index, &mut outgoing);
+        if let Some(session) = self.session_mut(index) {
+            session.queued_bytes += size;
+            session.queue.push_back(outgoing);
+        }
     }
 
     fn dropped(&mut self, index: u32, outgoing: Outgoing, reason: DropReason) {
+        self.persist_done(index, outgoing.seq);
         self.stats.messages_dropped += 1;
         self.events.push_back(Event::MessageDropped {
             session: self.global(index),
@@ -2249,11 +2317,15 @@ impl Broker {
     }
 
     /// Sends a message now: QoS 0 directly, QoS 1/2 with a new packet id into the window.
-    fn transmit(&mut self, index: u32, conn: ConnId, outgoing: Outgoing, now: Instant) {
+    fn transmit(&mut self, index: u32, conn: ConnId, mut outgoing: Outgoing, now: Instant) {
         let packet_id = match outgoing.qos {
             QoS::AtMostOnce => None,
             _ => self.session_mut(index).map(Session::allocate_packet_id),
         };
+        if let Some(packet_id) = packet_id {
+            // Recorded before it is written, so that the PUBLISH waits for its record.
+            self.persist_sent(index, &mut outgoing, packet_id.get());
+        }
         if !self.write_publish(conn, &outgoing, packet_id, false, now) {
             self.dropped(index, outgoing, DropReason::TooLarge);
             return;
@@ -2404,6 +2476,7 @@ impl Broker {
     }
 
     fn acknowledged(&mut self, index: u32, entry: Inflight) {
+        self.persist_done(index, entry.outgoing.seq);
         if self.config.message_events {
             self.events.push_back(Event::MessageAcked {
                 session: self.global(index),
@@ -2445,6 +2518,8 @@ impl Broker {
             }
             Some(position) => {
                 session.inflight[position].awaiting = Awaiting::PubComp;
+                let seq = session.inflight[position].outgoing.seq;
+                self.persist_released(index, seq, ack.packet_id.get());
                 self.send(conn, &Packet::PubRel(Ack::success(ack.packet_id)));
             }
             // A repeated PUBREC (its PUBREL was lost or is late) gets the PUBREL again.
@@ -2497,6 +2572,7 @@ impl Broker {
         {
             Some(position) => {
                 session.inbound_qos2.swap_remove(position);
+                self.persist_inbound(index, ack.packet_id.get(), false);
                 ReasonCode::SUCCESS
             }
             None => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
@@ -2546,6 +2622,7 @@ impl Broker {
             {
                 Ok(outcome) => {
                     codes.push(ReasonCode(options.qos as u8));
+                    self.persist_subscribed(index, filter, options, identifier);
                     self.replicate(Replication::Subscribe {
                         subscriber,
                         filter: Box::from(filter),
@@ -2578,6 +2655,7 @@ impl Broker {
                                 // `[MQTT-3.3.1-9]`.
                                 retain: true,
                                 subscription_ids: ids.clone(),
+                                seq: 0,
                             });
                         });
                         for message in expired {
@@ -2621,6 +2699,7 @@ impl Broker {
             let subscriber = self.global(index);
             if self.subscriptions.unsubscribe(subscriber, filter) {
                 codes.push(ReasonCode::SUCCESS);
+                self.persist_unsubscribed(index, filter);
                 self.replicate(Replication::Unsubscribe {
                     subscriber,
                     filter: Box::from(filter),

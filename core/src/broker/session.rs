@@ -19,6 +19,8 @@ pub(crate) struct Outgoing {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (MQTT 5).
     pub subscription_ids: Box<[u32]>,
+    /// Its number in the persistence records (0: not persisted).
+    pub seq: u64,
 }
 
 impl Outgoing {
@@ -87,6 +89,12 @@ pub(crate) struct Session {
     pub stall_check_armed: bool,
     /// Whether this session asked other workers to hold back their publishers.
     pub remote_pressure: bool,
+    /// Its state is written as persistence records (persistence on, expiry above 0).
+    pub persisted: bool,
+    /// Its subscriptions, kept for persistence snapshots (only while `persisted`).
+    pub subscriptions: Vec<(Box<str>, crate::SubscriptionOptions, Option<u32>)>,
+    /// When its last connection ended.
+    pub disconnected_at: Instant,
 }
 
 impl Session {
@@ -109,6 +117,9 @@ impl Session {
             last_progress: Instant(0),
             stall_check_armed: false,
             remote_pressure: false,
+            persisted: false,
+            subscriptions: Vec::new(),
+            disconnected_at: Instant(0),
         }
     }
 

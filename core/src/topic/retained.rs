@@ -190,6 +190,11 @@ impl<T: RetainedMessage> RetainedIndex<T> {
         Some(old)
     }
 
+    /// Calls `visit` with every retained message, in no particular order.
+    pub fn for_each(&self, mut visit: impl FnMut(&T)) {
+        self.messages.iter().flatten().for_each(&mut visit);
+    }
+
     /// The retained message of `topic`.
     pub fn get(&self, topic: &str) -> Option<&T> {
         self.message(self.tree.find(&self.labels, name_path(topic)))
