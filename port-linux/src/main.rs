@@ -22,6 +22,8 @@ use argh::FromArgs;
 use log::{error, info};
 
 use femtomq_core::{ProtocolVersion, QoS};
+#[cfg(feature = "persist")]
+use femtomq_posix::persist::{PersistConfig, SyncMode};
 use femtomq_posix::{Control, ListenerSpec, ReloadOutcome, ServerConfig};
 
 use config::{ConfigError, Settings, parse_log_level};
@@ -171,6 +173,19 @@ struct StartArgs {
     /// ACL file in Mosquitto's syntax
     #[argh(option)]
     acl_file: Option<PathBuf>,
+    /// keep sessions, queues and retained messages in this directory across restarts and
+    /// crashes (default: in memory only)
+    #[argh(option)]
+    persist_dir: Option<PathBuf>,
+    /// when the store is synced: always (acknowledge after fsync), interval, never
+    #[argh(option)]
+    sync: Option<String>,
+    /// milliseconds between syncs with --sync interval (default 1000)
+    #[argh(option)]
+    sync_interval_ms: Option<u64>,
+    /// store size cap in bytes: above it, new persistent messages get 0x97 (default 64 MiB)
+    #[argh(option)]
+    persist_max_bytes: Option<u64>,
 }
 
 /// Stop a running broker (SIGTERM to the pid in the pid file) and wait for it to exit.
@@ -421,6 +436,34 @@ fn default_listeners() -> (Vec<ListenerSpec>, Vec<ListenerSpec>) {
     (vec![ipv4], vec![ipv6])
 }
 
+/// The persistence settings of the flags (`None` without `--persist-dir`).
+#[cfg(feature = "persist")]
+fn persist_config(args: &StartArgs) -> Result<Option<PersistConfig>, String> {
+    let Some(dir) = &args.persist_dir else {
+        if args.sync.is_some() || args.sync_interval_ms.is_some() {
+            return Err("--sync needs --persist-dir".into());
+        }
+        return Ok(None);
+    };
+    let interval = Duration::from_millis(args.sync_interval_ms.unwrap_or(1000).max(1));
+    let sync = match args.sync.as_deref().unwrap_or("always") {
+        "always" => SyncMode::Always,
+        "interval" => SyncMode::Interval(interval),
+        "never" => SyncMode::Never,
+        other => {
+            return Err(format!(
+                "--sync `{other}`: expected always, interval or never"
+            ));
+        }
+    };
+    Ok(Some(PersistConfig {
+        dir: dir.clone(),
+        sync,
+        max_bytes: args.persist_max_bytes.unwrap_or(64 << 20),
+        compact_every_bytes: 4 << 20,
+    }))
+}
+
 fn start(args: StartArgs) -> Result<(), String> {
     let settings = settings(&args).map_err(|e| e.to_string())?;
     // Password and ACL files are read before anything starts: a bad one stops startup.
@@ -458,7 +501,15 @@ fn start(args: StartArgs) -> Result<(), String> {
         engine,
         seed: seed(),
         access,
+        #[cfg(feature = "persist")]
+        persist: persist_config(&args)?,
     };
+    #[cfg(not(feature = "persist"))]
+    if args.persist_dir.is_some() {
+        return Err(
+            "--persist-dir: this build has no persistence (cargo feature `persist`)".into(),
+        );
+    }
     let control = Control {
         shutdown: shutdown_rx,
         reload: reload_rx,

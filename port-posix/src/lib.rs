@@ -12,6 +12,8 @@
 pub mod auth;
 mod listener;
 mod notify;
+#[cfg(feature = "persist")]
+pub mod persist;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub seed: u64,
     /// Who may connect and what they may do (the default lets everyone do everything).
     pub access: AccessRules,
+    /// Persistence of sessions, queues and retained messages (`None`: in memory only).
+    #[cfg(feature = "persist")]
+    pub persist: Option<crate::persist::PersistConfig>,
 }
 
 /// What a reload produced.
@@ -162,6 +165,9 @@ struct Shared {
     wrappings: Arc<[Option<Wrapping>]>,
     /// Certificate names of the connections of `use_identity_as_username` listeners.
     identities: Rc<Identities>,
+    /// This worker's persistent store (records go to its writer thread after each call).
+    #[cfg(feature = "persist")]
+    store: RefCell<Option<crate::persist::Store>>,
 }
 
 impl Shared {
@@ -177,6 +183,10 @@ impl Shared {
     /// and re-arm the timer if the next deadline changed.
     fn dispatch(&self) {
         let mut broker = self.broker.borrow_mut();
+        #[cfg(feature = "persist")]
+        if let Some(store) = self.store.borrow_mut().as_mut() {
+            store.collect(&mut broker);
+        }
         let connections = self.connections.borrow();
         while let Some(conn) = broker.poll_writable() {
             if let Some(entry) = connections.get(&conn) {
@@ -354,6 +364,16 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         });
     }
     let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+    // The stores are opened (and a torn log tail cut) before anything is served.
+    #[cfg(feature = "persist")]
+    let mut stores: Vec<Option<_>> = match &config.persist {
+        Some(persist) => crate::persist::open_all(persist, workers)?
+            .workers
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => Vec::new(),
+    };
     let start = std::time::Instant::now();
     let mut threads = Vec::new();
     let mut wake_readers = wake_readers.into_iter();
@@ -373,6 +393,8 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
             wake,
             start,
             wrappings: wrappings.clone(),
+            #[cfg(feature = "persist")]
+            store: stores.get_mut(index).and_then(Option::take),
         };
         let thread = std::thread::Builder::new()
             .name(format!("femtomq-worker-{index}"))
@@ -391,6 +413,8 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         wake: own_wake,
         start,
         wrappings,
+        #[cfg(feature = "persist")]
+        store: stores.get_mut(0).and_then(Option::take),
     };
     let result = worker_main(setup, Some((control, addresses)));
     // Worker 0 has told the others to stop; wait for them.
@@ -409,6 +433,9 @@ struct WorkerSetup {
     wake: UnixStream,
     start: std::time::Instant,
     wrappings: Arc<[Option<Wrapping>]>,
+    /// This worker's store and the records it restores.
+    #[cfg(feature = "persist")]
+    store: Option<(crate::persist::FileStore, Vec<femtomq_core::broker::Record>)>,
 }
 
 /// Runs one worker until it is told to stop. Worker 0 also gets the daemon's controls.
@@ -424,6 +451,8 @@ fn worker_main(
         wake,
         start,
         wrappings,
+        #[cfg(feature = "persist")]
+        store,
     } = setup;
     let workers = mailboxes.len();
     let mut engine = config.engine;
@@ -435,8 +464,29 @@ fn worker_main(
         .max_connections
         .div_ceil(workers as u32)
         .max(1);
+    #[cfg(feature = "persist")]
+    if let Some(persist) = &config.persist {
+        engine.persistence = persist.persistence();
+        // Worker 0 writes the retained messages of all (they are replicated to every worker).
+        engine.persist_retained = index == 0;
+    }
     let access = AccessHub::new(config.access);
     let mut broker = Broker::new(engine, config.seed.wrapping_add(index as u64));
+    #[cfg(feature = "persist")]
+    let store = match (store, &config.persist) {
+        (Some((file, records)), Some(persist)) => {
+            let now = Instant(start.elapsed().as_millis() as u64);
+            Some(crate::persist::Store::start(
+                &mut broker,
+                file,
+                records,
+                persist,
+                workers,
+                now,
+            )?)
+        }
+        _ => None,
+    };
     let (authenticator, authorizer) = access.hooks();
     let identities = Rc::new(Identities::default());
     if wrappings.iter().flatten().any(Wrapping::uses_identity) {
@@ -465,6 +515,8 @@ fn worker_main(
         outbox: RefCell::new((Vec::new(), Vec::new())),
         wrappings,
         identities,
+        #[cfg(feature = "persist")]
+        store: RefCell::new(store),
     });
     let executor = Rc::new(LocalExecutor::new());
     for (listener_index, listener) in listeners.into_iter().enumerate() {
@@ -478,6 +530,12 @@ fn worker_main(
         executor.spawn(task).detach();
     }
     executor.spawn(timer_loop(shared.clone())).detach();
+    #[cfg(feature = "persist")]
+    if let Some(wake) = shared.store.borrow().as_ref().map(|s| s.wake.try_clone()) {
+        executor
+            .spawn(store_loop(shared.clone(), Async::new(wake?)?))
+            .detach();
+    }
     executor
         .spawn(access_loop(shared.clone(), executor.clone()))
         .detach();
@@ -527,6 +585,13 @@ fn worker_main(
         }
         shared.stopping.set(true);
         let now = shared.now();
+        #[cfg(feature = "persist")]
+        if let Some(store) = shared.store.borrow_mut().as_mut() {
+            // Everything written and synced; what was held for it goes out before the close.
+            let mut broker = shared.broker.borrow_mut();
+            let durable = store.flush(&mut broker);
+            broker.durable(durable, now);
+        }
         shared.broker.borrow_mut().shutdown(now);
         shared.dispatch();
         let drained = async {
@@ -672,8 +737,26 @@ fn apply_reload(shared: &Shared, mut config: Config, access: AccessRules) {
         .max_connections
         .div_ceil(workers as u32)
         .max(1);
+    // Persistence is chosen at startup; a reload does not turn it on or off.
+    let current = *shared.broker.borrow().config();
+    config.persistence = current.persistence;
+    config.persist_retained = current.persist_retained;
     shared.broker.borrow_mut().set_config(config);
     shared.access.replace(access);
+}
+
+/// Applies what the store's writer reports: records durable (held acknowledgements go out),
+/// the store full or not, compaction wanted.
+#[cfg(feature = "persist")]
+async fn store_loop(shared: Rc<Shared>, wake: Async<UnixStream>) {
+    let mut bytes = [0u8; 64];
+    while let Ok(1..) = (&wake).read(&mut bytes).await {
+        let now = shared.now();
+        if let Some(store) = shared.store.borrow_mut().as_mut() {
+            store.update(&mut shared.broker.borrow_mut(), now);
+        }
+        shared.dispatch();
+    }
 }
 
 async fn timer_loop(shared: Rc<Shared>) {
