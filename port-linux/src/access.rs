@@ -103,6 +103,7 @@ pub fn load(settings: &Settings) -> Result<AccessRules, ConfigError> {
         fallback,
         #[cfg(feature = "auth")]
         http: http(settings)?,
+        throttle: Arc::new(femtomq_posix::auth::Throttle::new(settings.throttle)),
     })
 }
 
@@ -156,14 +157,21 @@ pub fn check_features(settings: &Settings) -> Result<(), ConfigError> {
 /// `femtomq passwd [-c] [-D] FILE USER`: adds, updates (`$7$`, as mosquitto_passwd 2 writes)
 /// or deletes a user, keeping the other lines as they are. The password is read from the
 /// terminal without echo (twice), or as one line from standard input when it is not a terminal.
+///
+/// With the `$7$` line goes the user's SCRAM-SHA-256 verifier line (`#SCRAM-SHA-256:...`, a
+/// comment to Mosquitto), for MQTT 5 enhanced authentication; a password that is not printable
+/// ASCII gets none, with a warning.
 #[cfg(feature = "auth")]
 pub fn passwd(file: &Path, user: &str, create: bool, delete: bool) -> Result<(), String> {
     use femtomq_posix::auth::PasswordHash;
     use femtomq_posix::auth::passwd::{DEFAULT_ITERATIONS, SALT_LEN};
 
-    if user.is_empty() || user.contains([':', '\n', '\r']) {
+    use femtomq_posix::auth::passwd::{SCRAM_PREFIX, scram_line};
+    use femtomq_posix::auth::scram::{self, ScramVerifier};
+
+    if user.is_empty() || user.contains([':', '\n', '\r']) || user.starts_with('#') {
         return Err(format!(
-            "`{user}`: a user name cannot be empty or contain `:`"
+            "`{user}`: a user name cannot be empty, contain `:` or start with `#`"
         ));
     }
     if create && delete {
@@ -177,7 +185,13 @@ pub fn passwd(file: &Path, user: &str, create: bool, delete: bool) -> Result<(),
     // Only a file that is valid is changed: its errors name their line.
     femtomq_posix::auth::PasswordFile::parse(&existing, file).map_err(|e| e.to_string())?;
     let is_user = |line: &str| line.split_once(':').is_some_and(|(name, _)| name == user);
+    let is_scram = |line: &str| {
+        line.strip_prefix(SCRAM_PREFIX)
+            .and_then(|rest| rest.split_once(':'))
+            .is_some_and(|(name, _)| name == user)
+    };
     let mut lines: Vec<String> = existing.lines().map(str::to_string).collect();
+    lines.retain(|line| !is_scram(line));
     if delete {
         let before = lines.len();
         lines.retain(|line| !is_user(line));
@@ -189,13 +203,23 @@ pub fn passwd(file: &Path, user: &str, create: bool, delete: bool) -> Result<(),
         let mut salt = [0u8; SALT_LEN];
         rustix::rand::getrandom(&mut salt, rustix::rand::GetRandomFlags::empty())
             .map_err(|e| format!("no random salt: {e}"))?;
-        let entry = format!(
-            "{user}:{}",
-            PasswordHash::new_pbkdf2(password.as_bytes(), salt, DEFAULT_ITERATIONS).encode()
-        );
-        match lines.iter_mut().find(|line| is_user(line)) {
-            Some(line) => *line = entry,
-            None => lines.push(entry),
+        let hash = PasswordHash::new_pbkdf2(password.as_bytes(), salt, DEFAULT_ITERATIONS);
+        let entry = format!("{user}:{}", hash.encode());
+        let at = match lines.iter().position(|line| is_user(line)) {
+            Some(at) => {
+                lines[at] = entry;
+                at
+            }
+            None => {
+                lines.push(entry);
+                lines.len() - 1
+            }
+        };
+        let mut scram_salt = [0u8; scram::SALT_LEN];
+        scram::fill_random(&mut scram_salt).map_err(|e| format!("no random salt: {e}"))?;
+        match ScramVerifier::new(password.as_bytes(), &scram_salt, scram::DEFAULT_ITERATIONS) {
+            Ok(verifier) => lines.insert(at + 1, scram_line(user, &hash, &verifier)),
+            Err(why) => eprintln!("warning: {why}"),
         }
     }
     let mut text = lines.join("\n");

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use femtomq_core::broker::Config as EngineConfig;
 use femtomq_core::topic::SharedStrategy;
+use femtomq_posix::auth::ThrottleConfig;
 use femtomq_posix::{ListenerSpec, TlsFiles, Transport};
 
 use crate::toml::{self, Entry, Table, Value};
@@ -41,6 +42,8 @@ pub struct Settings {
     pub listener_auth: Vec<ListenerAuth>,
     /// The HTTP authentication and ACL callout (`[http_auth]`).
     pub http_auth: Option<HttpAuthSettings>,
+    /// Failed-login throttling per source address (`[throttle]`).
+    pub throttle: ThrottleConfig,
     /// The engine's configuration (limits and behaviour).
     pub engine: EngineConfig,
     /// Log verbosity.
@@ -59,6 +62,7 @@ impl Default for Settings {
             acl_file: None,
             listener_auth: Vec::new(),
             http_auth: None,
+            throttle: ThrottleConfig::default(),
             engine: EngineConfig::default(),
             log_level: log::LevelFilter::Info,
             log_target: LogTarget::Stderr,
@@ -278,7 +282,7 @@ impl Settings {
             reader.error(
                 table.line,
                 &table.name,
-                "unknown table (expected [[listener]], [limits], [session], [log] or [http_auth])",
+                "unknown table (expected [[listener]], [limits], [session], [log], [http_auth] or [throttle])",
             )
         };
         match (table.name.as_str(), table.array_element) {
@@ -288,6 +292,7 @@ impl Settings {
             ("session", false) => self.apply_session(reader, table),
             ("log", false) => self.apply_log(reader, table),
             ("http_auth", false) => self.apply_http_auth(reader, table),
+            ("throttle", false) => self.apply_throttle(reader, table),
             ("listener", false) => Err(reader.error(
                 table.line,
                 "listener",
@@ -386,6 +391,43 @@ impl Settings {
         }
         self.listeners.push(spec);
         self.listener_auth.push(auth);
+        Ok(())
+    }
+
+    fn apply_throttle(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        let throttle = &mut self.throttle;
+        let millis = |entry: &Entry, path: &str| -> Result<std::time::Duration, ConfigError> {
+            Ok(std::time::Duration::from_millis(
+                reader.integer(entry, path, 1, U32_MAX)?,
+            ))
+        };
+        for entry in &table.entries {
+            let path = format!("throttle.{}", entry.key);
+            let path = path.as_str();
+            match entry.key.as_str() {
+                "max_failures" => {
+                    throttle.max_failures = reader.integer(entry, path, 0, 1_000_000)?
+                }
+                "window_ms" => throttle.window = millis(entry, path)?,
+                "backoff_ms" => throttle.backoff = millis(entry, path)?,
+                "max_backoff_ms" => throttle.max_backoff = millis(entry, path)?,
+                "table_size" => throttle.table_size = reader.integer(entry, path, 1, 1_000_000)?,
+                _ => {
+                    return Err(reader.error(
+                        entry.line,
+                        path,
+                        "unknown key (expected max_failures, window_ms, backoff_ms, max_backoff_ms or table_size)",
+                    ));
+                }
+            }
+        }
+        if throttle.max_backoff < throttle.backoff {
+            return Err(reader.error(
+                table.line,
+                "throttle.max_backoff_ms",
+                "must not be below throttle.backoff_ms",
+            ));
+        }
         Ok(())
     }
 
@@ -639,6 +681,7 @@ mod tests {
             [ListenerAuth::default(), ListenerAuth::default()]
         );
         assert_eq!(settings.http_auth, None);
+        assert_eq!(settings.throttle, ThrottleConfig::default());
         // The [http_auth] keys show their defaults: with a URL set, the rest is the default.
         let with_url = example.replace("auth_url = \"\"", "auth_url = \"http://127.0.0.1/a\"");
         let http = parse(&with_url)
@@ -777,6 +820,53 @@ mod tests {
         let tls = settings.listeners[0].tls.as_ref().unwrap();
         assert!(!tls.require_certificate && !tls.use_identity_as_username);
         assert!(settings.listeners[2].tls.is_some());
+    }
+
+    #[test]
+    fn throttle_keys() {
+        let settings = parse(
+            "[throttle]\nmax_failures = 3\nwindow_ms = 500\nbackoff_ms = 20\nmax_backoff_ms = 80\ntable_size = 7\n",
+        )
+        .unwrap();
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(
+            settings.throttle,
+            ThrottleConfig {
+                max_failures: 3,
+                window: ms(500),
+                backoff: ms(20),
+                max_backoff: ms(80),
+                table_size: 7,
+            }
+        );
+        assert_eq!(
+            parse("[throttle]\nmax_failures = 0")
+                .unwrap()
+                .throttle
+                .max_failures,
+            0
+        );
+        for (text, expected) in [
+            (
+                "[throttle]\ntable_size = 0",
+                "test.toml:2: `throttle.table_size`: 0 is out of range",
+            ),
+            (
+                "[throttle]\nwindow_ms = -1",
+                "test.toml:2: `throttle.window_ms`: -1 is out of range",
+            ),
+            (
+                "[throttle]\nbackoff_ms = 10\nmax_backoff_ms = 5",
+                "test.toml:1: `throttle.max_backoff_ms`: must not be below",
+            ),
+            (
+                "[throttle]\nmax_fails = 1",
+                "test.toml:2: `throttle.max_fails`: unknown key",
+            ),
+        ] {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{text:?} gave {message:?}");
+        }
     }
 
     #[test]

@@ -709,8 +709,7 @@ fn spawn_connection(
     shared.open_sockets.set(shared.open_sockets.get() + 1);
     let shared = shared.clone();
     let executor_for_task = executor.clone();
-    executor
-        .spawn(async move {
+    let task = async move {
             serve_connection(
                 &shared,
                 &executor_for_task,
@@ -723,8 +722,9 @@ fn spawn_connection(
             .await;
             shared.open_sockets.set(shared.open_sockets.get() - 1);
             shared.sockets_closed.notify();
-        })
-        .detach();
+        };
+    eprintln!("TASKSIZE {}", std::mem::size_of_val(&task));
+    executor.spawn(task).detach();
 }
 
 /// Applies a reloaded configuration to this worker (keeping its place among the workers).
@@ -889,6 +889,7 @@ async fn serve_connection(
             peer,
         },
     );
+    shared.access.opened(conn, peer);
     debug!("connection from {peer}");
     if let Some(layers) = &mut layers {
         shared.note_identity(conn, listener, layers);
@@ -905,6 +906,7 @@ async fn serve_connection(
     shared.broker.borrow_mut().closed(conn, shared.now());
     shared.dispatch();
     shared.connections.borrow_mut().remove(&conn);
+    shared.access.closed(conn);
     shared.identities.remove(conn);
 }
 

@@ -135,7 +135,15 @@ fn a_mosquitto_passwd_file_is_accepted_and_answers_follow_the_protocol_version()
     let file = dir.join("passwd");
     mosquitto_passwd(&file, "alice", "secret", true);
     mosquitto_passwd(&file, "bob", "hunter2", false);
-    let broker = Broker::start(&["--password-file", path_arg(&file)]);
+    // More refusals from 127.0.0.1 than [throttle] allows by default: throttling, tested in
+    // auth_scram.rs, is off here.
+    let conf = dir.write("femtomq.toml", "[throttle]\nmax_failures = 0\n");
+    let broker = Broker::start(&[
+        "--conf",
+        path_arg(&conf),
+        "--password-file",
+        path_arg(&file),
+    ]);
     assert!(
         broker.ready_line().ends_with("anonymous access off"),
         "{}",
@@ -256,9 +264,20 @@ fn femtomq_passwd_makes_files_both_brokers_accept() {
     let missing = passwd(&["-D", path_arg(&file), "bob"], "");
     assert_eq!(missing.code(), Some(1), "{missing:?}");
     let text = std::fs::read_to_string(&file).unwrap();
-    let users: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
+    // Each user's `$7$` line, then its SCRAM-SHA-256 verifier (a comment to Mosquitto).
+    let (verifiers, hashes): (Vec<&str>, Vec<&str>) =
+        text.lines().partition(|l| l.starts_with("#SCRAM-SHA-256:"));
+    let users: Vec<&str> = hashes
+        .iter()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
     assert_eq!(users, ["alice", "carol"], "{text}");
-    assert!(text.lines().all(|l| l.contains(":$7$101$")), "{text}");
+    assert!(hashes.iter().all(|l| l.contains(":$7$101$")), "{text}");
+    let verified: Vec<&str> = verifiers
+        .iter()
+        .map(|l| l.split(':').nth(1).unwrap())
+        .collect();
+    assert_eq!(verified, ["alice", "carol"], "{text}");
     // The password never comes from the command line: a third positional is refused.
     assert!(!passwd(&[path_arg(&file), "dave", "pw"], "").success());
 

@@ -8,6 +8,16 @@
 //! `SALT` and `HASH` are standard base64 with padding (RFC 4648 §4, `+` and `/`). Plain-text
 //! passwords and anything else are refused with the line named. Hashes are compared in
 //! constant time, and an unknown user costs as much as a known one.
+//!
+//! A user may also have a SCRAM-SHA-256 verifier (see [`super::scram`]), on a line that
+//! Mosquitto reads as a comment and `mosquitto_passwd` keeps as it is:
+//! `#SCRAM-SHA-256:USER:ITERATIONS:SALT:STOREDKEY:SERVERKEY:BINDING`. `BINDING` is a digest of
+//! the user's own `USER:HASH` line: a verifier whose user was deleted, or whose password was
+//! changed by `mosquitto_passwd` (which does not know about verifiers), no longer matches and is
+//! ignored with a warning, so SCRAM never accepts a password the file no longer holds.
+//! `femtomq passwd` writes both lines. The verifier holds StoredKey and ServerKey, never the
+//! SaltedPassword: a leaked file does not let anyone log in with SCRAM (see the README on why
+//! no SCRAM-SHA-512 is served from the `$7$` hashes, which are SaltedPasswords).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,6 +27,10 @@ use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha512};
 
 use super::AuthFileError;
+use super::scram::ScramVerifier;
+
+/// The start of a SCRAM-SHA-256 verifier line.
+pub const SCRAM_PREFIX: &str = "#SCRAM-SHA-256:";
 
 /// Rounds `femtomq passwd` uses, as mosquitto_passwd 2.0 does.
 pub const DEFAULT_ITERATIONS: u32 = 101;
@@ -174,10 +188,29 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
+/// The `BINDING` field of a verifier line: ties the verifier to the user's hash line.
+pub fn scram_binding(hash: &PasswordHash) -> String {
+    let digest = sha2::Sha256::new()
+        .chain_update(b"femtomq SCRAM binding\0")
+        .chain_update(hash.encode().as_bytes())
+        .finalize();
+    STANDARD.encode(&digest[..12])
+}
+
+/// The verifier line of `user`, whose hash line holds `hash`.
+pub fn scram_line(user: &str, hash: &PasswordHash, verifier: &ScramVerifier) -> String {
+    format!(
+        "{SCRAM_PREFIX}{user}:{}:{}",
+        verifier.encode(),
+        scram_binding(hash)
+    )
+}
+
 /// A parsed password file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PasswordFile {
     users: HashMap<String, PasswordHash>,
+    scram: HashMap<String, ScramVerifier>,
 }
 
 impl PasswordFile {
@@ -191,12 +224,34 @@ impl PasswordFile {
     /// Parses password file `text` (named `path` in errors).
     pub fn parse(text: &str, path: &Path) -> Result<PasswordFile, AuthFileError> {
         let mut users = HashMap::new();
+        // User -> (line, verifier, binding).
+        let mut verifiers: HashMap<String, (usize, ScramVerifier, String)> = HashMap::new();
         for (index, raw) in text.lines().enumerate() {
             let line = raw.trim_end_matches(['\r', ' ', '\t']);
+            let error = |message: String| AuthFileError::new(path, Some(index + 1), message);
+            if let Some(rest) = line.strip_prefix(SCRAM_PREFIX) {
+                let parsed = rest.split_once(':').and_then(|(user, rest)| {
+                    let (verifier, binding) = rest.rsplit_once(':')?;
+                    Some((user, verifier, binding))
+                });
+                let Some((user, verifier, binding)) = parsed.filter(|(u, ..)| !u.is_empty()) else {
+                    return Err(error(format!(
+                        "expected {SCRAM_PREFIX}USER:ITERATIONS:SALT:STOREDKEY:SERVERKEY:BINDING"
+                    )));
+                };
+                let verifier = ScramVerifier::parse(verifier)
+                    .map_err(|e| error(format!("SCRAM-SHA-256 verifier of `{user}`: {e}")))?;
+                let entry = (index + 1, verifier, binding.to_string());
+                if verifiers.insert(user.to_string(), entry).is_some() {
+                    return Err(error(format!(
+                        "user `{user}` has a second SCRAM-SHA-256 verifier"
+                    )));
+                }
+                continue;
+            }
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }
-            let error = |message: String| AuthFileError::new(path, Some(index + 1), message);
             let Some((user, hash)) = line.split_once(':') else {
                 return Err(error("expected USER:HASH".into()));
             };
@@ -209,7 +264,38 @@ impl PasswordFile {
                 return Err(error(format!("user `{user}` appears twice")));
             }
         }
-        Ok(PasswordFile { users })
+        let mut scram = HashMap::new();
+        for (user, (line, verifier, binding)) in verifiers {
+            match users.get(&user) {
+                Some(hash)
+                    if constant_time_eq(scram_binding(hash).as_bytes(), binding.as_bytes()) =>
+                {
+                    scram.insert(user, verifier);
+                }
+                Some(_) => log::warn!(
+                    "{}:{line}: the SCRAM-SHA-256 verifier of `{user}` was made for another \
+                     password (changed by mosquitto_passwd?): ignored, run `femtomq passwd` \
+                     to make a new one",
+                    path.display()
+                ),
+                None => log::warn!(
+                    "{}:{line}: SCRAM-SHA-256 verifier of `{user}`, who has no password line: \
+                     ignored",
+                    path.display()
+                ),
+            }
+        }
+        Ok(PasswordFile { users, scram })
+    }
+
+    /// `user`'s SCRAM-SHA-256 verifier, if the file has a valid one.
+    pub fn scram(&self, user: &str) -> Option<&ScramVerifier> {
+        self.scram.get(user)
+    }
+
+    /// `user`'s hash line, if any.
+    pub fn hash(&self, user: &str) -> Option<&PasswordHash> {
+        self.users.get(user)
     }
 
     /// Checks `user`'s password: `None` when the file has no such user (after the same work as
@@ -312,6 +398,59 @@ mod tests {
             assert_eq!(error.line, Some(line), "{text:?}: {error}");
             assert!(error.to_string().contains(words), "{text:?}: {error}");
             assert!(error.to_string().starts_with(&format!("pw:{line}: ")));
+        }
+    }
+
+    #[test]
+    fn scram_verifier_lines_bind_to_the_user_line() {
+        let hash = PasswordHash::new_pbkdf2(b"pencil", *b"saltsaltsalt", DEFAULT_ITERATIONS);
+        let verifier = ScramVerifier::new(b"pencil", b"0123456789abcdef", 4096).unwrap();
+        let user_line = format!("user:{}", hash.encode());
+        let scram = scram_line("user", &hash, &verifier);
+        assert!(scram.starts_with("#SCRAM-SHA-256:user:4096:MDEyMzQ1Njc4OWFiY2RlZg==:"));
+        // Either order; the verifier is kept.
+        for text in [
+            format!("{user_line}\n{scram}\n"),
+            format!("{scram}\n{user_line}\n"),
+        ] {
+            let pw = file(&text);
+            assert_eq!(pw.scram("user"), Some(&verifier));
+            assert_eq!(pw.verify("user", b"pencil"), Some(true));
+        }
+        // The password changed by another tool: the verifier no longer counts.
+        let other = PasswordHash::new_pbkdf2(b"other", *b"saltsaltsalt", DEFAULT_ITERATIONS);
+        let pw = file(&format!("user:{}\n{scram}\n", other.encode()));
+        assert_eq!(pw.scram("user"), None);
+        // The user deleted: nor does it.
+        let pw = file(&format!("{scram}\n{MOSQUITTO_7}\n"));
+        assert_eq!(pw.scram("user"), None);
+        assert_eq!(pw.len(), 1);
+        // Malformed or repeated verifier lines are errors, with their line.
+        for (text, line, words) in [
+            (
+                "#SCRAM-SHA-256:user\n".to_string(),
+                1,
+                "expected #SCRAM-SHA-256:USER",
+            ),
+            (
+                "#SCRAM-SHA-256::1:AA==:AA==:AA==:x\n".to_string(),
+                1,
+                "expected",
+            ),
+            (
+                "#SCRAM-SHA-256:user:1:AA==:AA==:AA==:x\n".to_string(),
+                1,
+                "StoredKey is not 32 bytes",
+            ),
+            (
+                format!("{scram}\n{scram}\n"),
+                2,
+                "second SCRAM-SHA-256 verifier",
+            ),
+        ] {
+            let error = PasswordFile::parse(&text, Path::new("pw")).unwrap_err();
+            assert_eq!(error.line, Some(line), "{text:?}: {error}");
+            assert!(error.to_string().contains(words), "{text:?}: {error}");
         }
     }
 
