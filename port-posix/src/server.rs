@@ -709,7 +709,8 @@ fn spawn_connection(
     shared.open_sockets.set(shared.open_sockets.get() + 1);
     let shared = shared.clone();
     let executor_for_task = executor.clone();
-    let task = async move {
+    executor
+        .spawn(async move {
             serve_connection(
                 &shared,
                 &executor_for_task,
@@ -722,9 +723,8 @@ fn spawn_connection(
             .await;
             shared.open_sockets.set(shared.open_sockets.get() - 1);
             shared.sockets_closed.notify();
-        };
-    eprintln!("TASKSIZE {}", std::mem::size_of_val(&task));
-    executor.spawn(task).detach();
+        })
+        .detach();
 }
 
 /// Applies a reloaded configuration to this worker (keeping its place among the workers).
