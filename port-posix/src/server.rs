@@ -632,7 +632,6 @@ async fn mailbox_loop(
                     layers,
                 } => match Async::new(stream) {
                     Ok(stream) => {
-                        let layers = layers.map(|layers| *layers);
                         spawn_connection(&shared, &executor, stream, peer, listener, bytes, layers)
                     }
                     Err(e) => warn!("handed-over connection from {peer}: {e}"),
@@ -704,7 +703,7 @@ fn spawn_connection(
     peer: SocketAddr,
     listener: u16,
     initial: Vec<u8>,
-    layers: Option<Layers>,
+    layers: Option<Box<Layers>>,
 ) {
     shared.open_sockets.set(shared.open_sockets.get() + 1);
     let shared = shared.clone();
@@ -850,18 +849,26 @@ async fn serve_connection(
     peer: SocketAddr,
     listener: u16,
     initial: Vec<u8>,
-    mut layers: Option<Layers>,
+    mut layers: Option<Box<Layers>>,
 ) {
     let _ = executor;
     let mut pending = initial;
     if shared.mailboxes.len() > 1 {
         // With several workers, the session's owner serves the connection: read the CONNECT
         // first and hand the connection over if it names another worker's client.
-        match first_packet(shared, &stream, &mut pending, layers.as_mut(), peer).await {
+        match Box::pin(first_packet(
+            shared,
+            &stream,
+            &mut pending,
+            layers.as_deref_mut(),
+            peer,
+        ))
+        .await
+        {
             Route::Here => {}
             Route::Closed => {
-                if layers.as_ref().is_some_and(Layers::failed) {
-                    linger_close(&stream).await;
+                if layers.as_ref().is_some_and(|layers| layers.failed()) {
+                    Box::pin(linger_close(&stream)).await;
                 }
                 return;
             }
@@ -872,7 +879,7 @@ async fn serve_connection(
                         bytes: pending,
                         peer,
                         listener,
-                        layers: layers.map(Box::new),
+                        layers,
                     }),
                     Err(e) => debug!("connection from {peer}: {e}"),
                 }
@@ -889,7 +896,6 @@ async fn serve_connection(
             peer,
         },
     );
-    shared.access.opened(conn, peer);
     debug!("connection from {peer}");
     if let Some(layers) = &mut layers {
         shared.note_identity(conn, listener, layers);
@@ -899,14 +905,13 @@ async fn serve_connection(
     }
     match pump_connection(shared, &stream, conn, &notify, pending, layers).await {
         Err(e) => debug!("connection from {peer}: {e}"),
-        Ok(Some(layers)) if layers.failed() => linger_close(&stream).await,
+        Ok(Some(layers)) if layers.failed() => Box::pin(linger_close(&stream)).await,
         Ok(_) => {}
     }
     let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
     shared.broker.borrow_mut().closed(conn, shared.now());
     shared.dispatch();
     shared.connections.borrow_mut().remove(&conn);
-    shared.access.closed(conn);
     shared.identities.remove(conn);
 }
 
@@ -1084,7 +1089,7 @@ impl Shared {
 
 impl Shared {
     /// The TLS/WebSocket layers of a new connection on listener `index` (`None`: plain TCP).
-    fn new_layers(&self, index: u16) -> Result<Option<Layers>, String> {
+    fn new_layers(&self, index: u16) -> Result<Option<Box<Layers>>, String> {
         match self
             .wrappings
             .get(usize::from(index))
@@ -1093,7 +1098,9 @@ impl Shared {
             Some(wrapping) => {
                 // A frame never needs to be larger than the largest packet (plus its header).
                 let max_packet = self.broker.borrow().config().limits.max_packet_size;
-                wrapping.layers(u64::from(max_packet) + 16).map(Some)
+                wrapping
+                    .layers(u64::from(max_packet) + 16)
+                    .map(|layers| Some(Box::new(layers)))
             }
             None => Ok(None),
         }
@@ -1202,8 +1209,8 @@ async fn pump_connection(
     conn: ConnId,
     notify: &Notify,
     mut pending: Vec<u8>,
-    mut layers: Option<Layers>,
-) -> io::Result<Option<Layers>> {
+    mut layers: Option<Box<Layers>>,
+) -> io::Result<Option<Box<Layers>>> {
     let mut output = Vec::new();
     let mut closing_sent = false;
     loop {
@@ -1249,7 +1256,8 @@ async fn pump_connection(
             }
             continue;
         }
-        if shared.broker.borrow().is_closing(conn) || layers.as_ref().is_some_and(Layers::finished)
+        if shared.broker.borrow().is_closing(conn)
+            || layers.as_ref().is_some_and(|layers| layers.finished())
         {
             return Ok(layers);
         }
