@@ -896,6 +896,7 @@ async fn serve_connection(
             peer,
         },
     );
+    shared.access.opened(conn, peer);
     debug!("connection from {peer}");
     if let Some(layers) = &mut layers {
         shared.note_identity(conn, listener, layers);
@@ -912,6 +913,7 @@ async fn serve_connection(
     shared.broker.borrow_mut().closed(conn, shared.now());
     shared.dispatch();
     shared.connections.borrow_mut().remove(&conn);
+    shared.access.closed(conn);
     shared.identities.remove(conn);
 }
 
