@@ -44,6 +44,8 @@ pub struct Settings {
     pub http_auth: Option<HttpAuthSettings>,
     /// Failed-login throttling per source address (`[throttle]`).
     pub throttle: ThrottleConfig,
+    /// The `[persist]` table (flags override it).
+    pub persist: PersistSettings,
     /// The engine's configuration (limits and behaviour).
     pub engine: EngineConfig,
     /// Log verbosity.
@@ -63,9 +65,37 @@ impl Default for Settings {
             listener_auth: Vec::new(),
             http_auth: None,
             throttle: ThrottleConfig::default(),
+            persist: PersistSettings::default(),
             engine: EngineConfig::default(),
             log_level: log::LevelFilter::Info,
             log_target: LogTarget::Stderr,
+        }
+    }
+}
+
+/// Persistence across restarts (`[persist]`); nothing is kept without `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistSettings {
+    /// The store directory; `None` keeps state in memory only.
+    pub dir: Option<PathBuf>,
+    /// When the store is synced: `always`, `interval` or `never`.
+    pub sync: String,
+    /// Milliseconds between syncs with `sync = "interval"`.
+    pub sync_interval_ms: u64,
+    /// Cap on the store's bytes: above it, new persistent messages get 0x97.
+    pub max_bytes: u64,
+    /// The log is compacted into a snapshot when it grows past this many bytes.
+    pub compact_every_bytes: u64,
+}
+
+impl Default for PersistSettings {
+    fn default() -> Self {
+        PersistSettings {
+            dir: None,
+            sync: "always".into(),
+            sync_interval_ms: 1000,
+            max_bytes: 64 << 20,
+            compact_every_bytes: 4 << 20,
         }
     }
 }
@@ -282,7 +312,7 @@ impl Settings {
             reader.error(
                 table.line,
                 &table.name,
-                "unknown table (expected [[listener]], [limits], [session], [log], [http_auth] or [throttle])",
+                "unknown table (expected [[listener]], [limits], [session], [log], [http_auth], [throttle] or [persist])",
             )
         };
         match (table.name.as_str(), table.array_element) {
@@ -293,6 +323,7 @@ impl Settings {
             ("log", false) => self.apply_log(reader, table),
             ("http_auth", false) => self.apply_http_auth(reader, table),
             ("throttle", false) => self.apply_throttle(reader, table),
+            ("persist", false) => self.apply_persist(reader, table),
             ("listener", false) => Err(reader.error(
                 table.line,
                 "listener",
@@ -391,6 +422,43 @@ impl Settings {
         }
         self.listeners.push(spec);
         self.listener_auth.push(auth);
+        Ok(())
+    }
+
+    fn apply_persist(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        let persist = &mut self.persist;
+        for entry in &table.entries {
+            let path = format!("persist.{}", entry.key);
+            let path = path.as_str();
+            match entry.key.as_str() {
+                "dir" => persist.dir = Some(reader.path(entry, path)?),
+                "sync" => {
+                    let mode = reader.string(entry, path)?;
+                    if !matches!(mode, "always" | "interval" | "never") {
+                        return Err(reader.error(
+                            entry.line,
+                            path,
+                            format!("`{mode}` is not a sync mode (always, interval or never)"),
+                        ));
+                    }
+                    persist.sync = mode.to_string();
+                }
+                "sync_interval_ms" => {
+                    persist.sync_interval_ms = reader.integer(entry, path, 1, 3_600_000)?
+                }
+                "max_bytes" => persist.max_bytes = reader.integer(entry, path, 4096, i64::MAX)?,
+                "compact_every_bytes" => {
+                    persist.compact_every_bytes = reader.integer(entry, path, 4096, i64::MAX)?
+                }
+                _ => {
+                    return Err(reader.error(
+                        entry.line,
+                        path,
+                        "unknown key (expected dir, sync, sync_interval_ms, max_bytes or compact_every_bytes)",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -671,6 +739,10 @@ mod tests {
             "femtomq.toml must show the defaults"
         );
         assert_eq!(settings.log_level, defaults.log_level);
+        assert_eq!(
+            settings.persist, defaults.persist,
+            "femtomq.toml must show the [persist] defaults"
+        );
         assert_eq!(settings.listeners.len(), 2);
         // Authentication: no files, anonymous access decided by the password file.
         assert_eq!(settings.allow_anonymous, None);
@@ -882,6 +954,39 @@ mod tests {
         assert_eq!(settings.engine.shared_strategy, SharedStrategy::Random);
         assert_eq!(settings.log_level, log::LevelFilter::Debug);
         assert_eq!(settings.log_target, LogTarget::File("/tmp/x.log".into()));
+    }
+
+    #[test]
+    fn persist_keys_are_applied_and_checked() {
+        let settings = parse(
+            "[persist]\ndir = \"store\"\nsync = \"interval\"\nsync_interval_ms = 250\nmax_bytes = 1048576\ncompact_every_bytes = 65536\n",
+        )
+        .unwrap();
+        let persist = &settings.persist;
+        // Relative to the configuration file's directory, like the other paths.
+        assert_eq!(persist.dir.as_deref(), Some(Path::new("store")));
+        assert_eq!(
+            (persist.sync.as_str(), persist.sync_interval_ms),
+            ("interval", 250)
+        );
+        assert_eq!(
+            (persist.max_bytes, persist.compact_every_bytes),
+            (1 << 20, 1 << 16)
+        );
+        let error = parse("[persist]\nsync = \"sometimes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("test.toml:2: `persist.sync`: `sometimes` is not a sync mode"),
+            "{error}"
+        );
+        let error = parse("[persist]\ndirectory = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`persist.directory`: unknown key"),
+            "{error}"
+        );
     }
 
     #[test]

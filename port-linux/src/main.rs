@@ -436,17 +436,25 @@ fn default_listeners() -> (Vec<ListenerSpec>, Vec<ListenerSpec>) {
     (vec![ipv4], vec![ipv6])
 }
 
-/// The persistence settings of the flags (`None` without `--persist-dir`).
+/// The persistence settings of the `[persist]` table with the flags over it (`None` without a
+/// store directory).
 #[cfg(feature = "persist")]
-fn persist_config(args: &StartArgs) -> Result<Option<PersistConfig>, String> {
-    let Some(dir) = &args.persist_dir else {
+fn persist_config(
+    args: &StartArgs,
+    file: &config::PersistSettings,
+) -> Result<Option<PersistConfig>, String> {
+    let Some(dir) = args.persist_dir.as_ref().or(file.dir.as_ref()) else {
         if args.sync.is_some() || args.sync_interval_ms.is_some() {
-            return Err("--sync needs --persist-dir".into());
+            return Err("--sync needs --persist-dir (or `dir` in [persist])".into());
         }
         return Ok(None);
     };
-    let interval = Duration::from_millis(args.sync_interval_ms.unwrap_or(1000).max(1));
-    let sync = match args.sync.as_deref().unwrap_or("always") {
+    let interval = Duration::from_millis(
+        args.sync_interval_ms
+            .unwrap_or(file.sync_interval_ms)
+            .max(1),
+    );
+    let sync = match args.sync.as_deref().unwrap_or(&file.sync) {
         "always" => SyncMode::Always,
         "interval" => SyncMode::Interval(interval),
         "never" => SyncMode::Never,
@@ -459,8 +467,8 @@ fn persist_config(args: &StartArgs) -> Result<Option<PersistConfig>, String> {
     Ok(Some(PersistConfig {
         dir: dir.clone(),
         sync,
-        max_bytes: args.persist_max_bytes.unwrap_or(64 << 20),
-        compact_every_bytes: 4 << 20,
+        max_bytes: args.persist_max_bytes.unwrap_or(file.max_bytes),
+        compact_every_bytes: file.compact_every_bytes,
     }))
 }
 
@@ -502,10 +510,15 @@ fn start(args: StartArgs) -> Result<(), String> {
         seed: seed(),
         access,
         #[cfg(feature = "persist")]
-        persist: persist_config(&args)?,
+        persist: persist_config(&args, &settings.persist)?,
     };
     #[cfg(not(feature = "persist"))]
-    if args.persist_dir.is_some() {
+    if args.persist_dir.is_some()
+        || settings.persist.dir.is_some()
+        || args.sync.is_some()
+        || args.sync_interval_ms.is_some()
+        || args.persist_max_bytes.is_some()
+    {
         return Err(
             "--persist-dir: this build has no persistence (cargo feature `persist`)".into(),
         );
