@@ -26,7 +26,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -441,10 +441,32 @@ enum Command {
     Flush(mpsc::Sender<()>),
 }
 
+/// A sequence number shared by the writer thread and its worker. A mutex rather than an
+/// `AtomicU64`, which 32-bit MIPS does not have; it is written once per sync and read once per
+/// loop turn, so the lock costs nothing measurable.
+#[derive(Debug, Default)]
+struct SharedSequence(std::sync::Mutex<u64>);
+
+impl SharedSequence {
+    fn load(&self) -> u64 {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn store(&self, value: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    }
+}
+
 /// What the writer tells its worker.
 #[derive(Debug, Default)]
 struct Status {
-    durable: AtomicU64,
+    durable: SharedSequence,
     full: AtomicBool,
     compact: AtomicBool,
     refused_logged: AtomicBool,
@@ -558,7 +580,7 @@ impl Store {
             let seq = broker.snapshot(&mut snapshot);
             let _ = self.sender.send(Command::Compact(snapshot, seq));
         }
-        broker.durable(self.status.durable.load(Ordering::Acquire), now);
+        broker.durable(self.status.durable.load(), now);
         let refused = broker.stats().persist_refused;
         if refused > 0 && !self.status.refused_logged.swap(true, Ordering::AcqRel) {
             warn!(
@@ -574,7 +596,7 @@ impl Store {
         if self.sender.send(Command::Flush(done)).is_ok() {
             let _ = wait.recv_timeout(Duration::from_secs(10));
         }
-        self.status.durable.load(Ordering::Acquire)
+        self.status.durable.load()
     }
 }
 
@@ -667,7 +689,7 @@ impl Writer {
                 // Nothing is held for these modes: report at once.
                 self.durable = self.written;
             }
-            self.status.durable.store(self.durable, Ordering::Release);
+            self.status.durable.store(self.durable);
             let over = self.store.size() > self.max_bytes;
             if self.store.log_bytes() > self.compact_every || over {
                 self.status.compact.store(true, Ordering::Release);
@@ -717,7 +739,7 @@ impl Writer {
     fn finish(mut self) {
         let _ = self.store.sync();
         self.durable = self.written;
-        self.status.durable.store(self.durable, Ordering::Release);
+        self.status.durable.store(self.durable);
     }
 }
 

@@ -184,7 +184,7 @@ fn the_cap_marks_the_store_full_and_the_broker_keeps_running() {
         for _ in 0..100 {
             wait_for_news(&store);
             store.update(&mut broker, now);
-            if store.status.durable.load(Ordering::Acquire) >= sent {
+            if store.status.durable.load() >= sent {
                 break;
             }
         }
