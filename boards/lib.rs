@@ -55,6 +55,18 @@ pub struct Budget {
     pub rss_per_1000_connections_kb: Option<u64>,
 }
 
+impl Budget {
+    /// Whether any figure is budgeted.
+    pub fn is_empty(&self) -> bool {
+        self.binary_bytes.is_none() && !self.has_rss()
+    }
+
+    /// Whether a memory figure is budgeted.
+    pub fn has_rss(&self) -> bool {
+        self.idle_rss_kb.is_some() || self.rss_per_1000_connections_kb.is_some()
+    }
+}
+
 /// One board or target, as described by `boards/NAME.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -99,9 +111,14 @@ pub struct Board {
     /// Whether the binary runs natively here, so that its memory can be measured.
     #[serde(default)]
     pub native: bool,
-    /// The footprint budgets.
+    /// The footprint budgets of the default build (the package's default features plus
+    /// `features`): `[budget]`.
     #[serde(default)]
     pub budget: Budget,
+    /// The footprint budgets of the `--minimal` build (`--no-default-features` plus
+    /// `minimal-features`): `[minimal-budget]`. Empty when the board has no minimal budget.
+    #[serde(default)]
+    pub minimal_budget: Budget,
 }
 
 fn default_profile() -> String {
@@ -139,24 +156,28 @@ impl Board {
             if !self.runner.is_empty() || self.native {
                 return fail("a bare-metal board has no runner and is not native");
             }
-            if self.budget.idle_rss_kb.is_some()
-                || self.budget.rss_per_1000_connections_kb.is_some()
-            {
+            if self.budget.has_rss() || self.minimal_budget.has_rss() {
                 return fail("a bare-metal board builds a library: it has no RSS to budget");
             }
         }
         if self.native && !self.runner.is_empty() {
             return fail("a native board needs no runner");
         }
-        if !self.native
-            && (self.budget.idle_rss_kb.is_some()
-                || self.budget.rss_per_1000_connections_kb.is_some())
-        {
+        if !self.native && (self.budget.has_rss() || self.minimal_budget.has_rss()) {
             return fail(
                 "RSS budgets need a native board: under qemu-user the resident set is qemu's",
             );
         }
         Ok(())
+    }
+
+    /// The budgets of the default build, or of the `--minimal` build when `minimal`.
+    pub fn budget_for(&self, minimal: bool) -> &Budget {
+        if minimal {
+            &self.minimal_budget
+        } else {
+            &self.budget
+        }
     }
 
     /// Whether the build produces only a library (no binary to run or measure).
@@ -257,6 +278,9 @@ binary-bytes = 1000
         assert_eq!(board.flavour.build_std_crates(), Some("std,panic_abort"));
         assert_eq!(board.budget.binary_bytes, Some(1000));
         assert_eq!(board.budget.idle_rss_kb, None);
+        assert!(board.minimal_budget.is_empty());
+        assert_eq!(board.budget_for(false).binary_bytes, Some(1000));
+        assert_eq!(board.budget_for(true).binary_bytes, None);
         assert_eq!(
             board.linker_env_var(),
             "CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER"
@@ -283,6 +307,24 @@ binary-bytes = 1000
                 .0
                 .contains("qemu")
         );
+        let minimal_rss_under_qemu = format!("{ARMV7}[minimal-budget]\nidle-rss-kb = 100\n");
+        assert!(
+            Board::parse("x", &minimal_rss_under_qemu)
+                .unwrap_err()
+                .0
+                .contains("qemu")
+        );
+    }
+
+    #[test]
+    fn the_minimal_build_has_budgets_of_its_own() {
+        let board = Board::parse(
+            "armv7-linux",
+            &format!("{ARMV7}[minimal-budget]\nbinary-bytes = 500\n"),
+        )
+        .unwrap();
+        assert_eq!(board.budget_for(false).binary_bytes, Some(1000));
+        assert_eq!(board.budget_for(true).binary_bytes, Some(500));
     }
 
     #[test]
@@ -314,6 +356,11 @@ binary-bytes = 1000
             }
             if board.native {
                 assert!(board.budget.idle_rss_kb.is_some(), "{}", board.name);
+                assert!(
+                    board.minimal_budget.idle_rss_kb.is_some(),
+                    "{}: the minimal build's idle RSS is the figure the footprint promise is about",
+                    board.name
+                );
             }
         }
         let error = load(&boards_dir(), "no-such-board").unwrap_err();

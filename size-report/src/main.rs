@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! size-report [--boards-dir DIR] [--json PATH] [--mosquitto PATH] [--connections N]
-//!             (--board NAME --binary STRIPPED [--symbols UNSTRIPPED])...
+//!             (--board NAME [--minimal] --binary STRIPPED [--symbols UNSTRIPPED])...
 //! ```
+//!
+//! `--minimal` says that the binary is the board's minimal build: it is checked against the
+//! board's `[minimal-budget]` instead of its `[budget]`.
 //!
 //! Prints a table for humans on stdout, writes the same figures as JSON to `--json PATH`, and
 //! exits with status 1 naming the board and the figure when a budget is exceeded (2 when
@@ -25,6 +28,8 @@ const TOP_CRATES: usize = 8;
 
 struct Request {
     board: String,
+    /// Whether the binary is the board's `--minimal` build (checked against `[minimal-budget]`).
+    minimal: bool,
     binary: Option<PathBuf>,
     symbols: Option<PathBuf>,
 }
@@ -39,7 +44,10 @@ struct Options {
 
 #[derive(Serialize)]
 struct BoardReport {
+    /// The board's name, with ` (minimal)` for its minimal build.
     board: String,
+    /// Whether this is the board's `--minimal` build.
+    minimal: bool,
     triple: String,
     description: String,
     binary: PathBuf,
@@ -124,9 +132,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             }
             "--board" => options.requests.push(Request {
                 board: value()?,
+                minimal: false,
                 binary: None,
                 symbols: None,
             }),
+            "--minimal" => {
+                options
+                    .requests
+                    .last_mut()
+                    .ok_or(format!("{arg} must follow --board"))?
+                    .minimal = true
+            }
             "--binary" | "--symbols" => {
                 let path = PathBuf::from(value()?);
                 let request = options
@@ -142,7 +158,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             "--help" | "-h" => {
                 return Err("usage: size-report [--boards-dir DIR] [--json PATH] \
                      [--mosquitto PATH] [--connections N] \
-                     (--board NAME --binary STRIPPED [--symbols UNSTRIPPED])..."
+                     (--board NAME [--minimal] --binary STRIPPED [--symbols UNSTRIPPED])..."
                     .into());
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
@@ -220,9 +236,15 @@ fn measure_board(
         idle_rss_kb: memory.as_ref().map(|m| m.idle.rss_kb),
         rss_per_1000_connections_kb: memory.as_ref().map(|m| m.rss_per_1000_connections_kb),
     };
-    let checks = budget::check(&board.name, &board.budget, &measurement);
+    let label = if request.minimal {
+        format!("{} (minimal)", board.name)
+    } else {
+        board.name.clone()
+    };
+    let checks = budget::check(&label, board.budget_for(request.minimal), &measurement);
     Ok(BoardReport {
-        board: board.name.clone(),
+        board: label,
+        minimal: request.minimal,
         triple: board.triple.clone(),
         description: board.description.clone(),
         binary,

@@ -188,21 +188,26 @@ pub fn size_command(args: &[String]) -> Result {
             .filter(|b| !b.is_library_only())
             .collect(),
     };
-    size(&boards, minimal)
+    let builds: Vec<(Board, bool)> = boards.into_iter().map(|b| (b, minimal)).collect();
+    size(&builds)
 }
 
-/// Builds `boards` and checks them with size-report (which fails on an exceeded budget).
-pub fn size(boards: &[Board], minimal: bool) -> Result {
+/// Builds each board (its minimal build where the flag says so) and checks them all in one
+/// size-report run, which fails on an exceeded budget.
+pub fn size(builds: &[(Board, bool)]) -> Result {
     let mut report_args: Vec<String> = Vec::new();
-    for board in boards {
+    for (board, minimal) in builds {
         if board.is_library_only() {
             return Err(format!(
                 "board `{}` builds the core library only: nothing for size-report to measure",
                 board.name
             ));
         }
-        let built = build(board, minimal)?;
+        let built = build(board, *minimal)?;
         report_args.extend(["--board".into(), board.name.clone()]);
+        if *minimal {
+            report_args.push("--minimal".into());
+        }
         report_args.extend(["--binary".into(), built.artifact.display().to_string()]);
         if let Some(unstripped) = built.unstripped {
             report_args.extend(["--symbols".into(), unstripped.display().to_string()]);
@@ -213,7 +218,7 @@ pub fn size(boards: &[Board], minimal: bool) -> Result {
         .join("size-report.json");
     let mut command = cargo();
     command.args(["run", "--quiet", "--package", "size-report", "--"]);
-    if boards.iter().any(|b| b.native) && Path::new(MOSQUITTO).exists() {
+    if builds.iter().any(|(b, _)| b.native) && Path::new(MOSQUITTO).exists() {
         command.args(["--mosquitto", MOSQUITTO]);
     }
     command.arg("--json").arg(&json).args(&report_args);
@@ -648,11 +653,21 @@ pub fn ci_cross() -> Result {
     Ok(())
 }
 
-/// CI: size-report on [`CI_SIZE_BOARDS`]; fails naming the board and figure over budget.
+/// CI: size-report on the default build of each of [`CI_SIZE_BOARDS`], and on the minimal
+/// build of those that budget one; fails naming the board and figure over budget.
 pub fn ci_size() -> Result {
     let boards = CI_SIZE_BOARDS
         .iter()
         .map(|name| board(name))
         .collect::<Result<Vec<Board>>>()?;
-    size(&boards, false)
+    let minimal = boards
+        .iter()
+        .filter(|b| !b.minimal_budget.is_empty())
+        .map(|b| (b.clone(), true));
+    let builds: Vec<(Board, bool)> = boards
+        .iter()
+        .map(|b| (b.clone(), false))
+        .chain(minimal)
+        .collect();
+    size(&builds)
 }
