@@ -1,7 +1,7 @@
 //! Topic index benchmark: lookups per second and heap bytes per subscription of the
 //! subscription trie with 10k, 100k and 1M subscriptions shaped like an IoT tree, side by side
 //! with a naive linear matcher over the same subscriptions, and the cost of a wildcard lookup in
-//! a retained index of 100k topics.
+//! a retained index of 100k topics, side by side with a naive linear scan of the same topics.
 //!
 //! Run: `cargo bench -p femtomq-core --bench topic`. Prints medians of 7 samples; results are
 //! recorded in BENCHMARKS.md. Memory is counted by a `#[global_allocator]` that forwards to
@@ -152,6 +152,24 @@ impl LinearMatcher {
     }
 }
 
+/// The naive retained store: every retained topic checked against the filter.
+struct LinearRetained {
+    messages: Vec<(String, &'static [u8])>,
+}
+
+impl LinearRetained {
+    fn for_each_match(&self, filter: &str, mut visit: impl FnMut(&&'static [u8])) -> usize {
+        let mut visited = 0;
+        for (topic, message) in &self.messages {
+            if filter_matches(filter, topic) {
+                visit(message);
+                visited += 1;
+            }
+        }
+        visited
+    }
+}
+
 fn bench_subscriptions(count: usize) {
     let devices = devices_per_site(count);
     let limits = Limits {
@@ -246,26 +264,44 @@ fn bench_retained() {
         max_retained_bytes: u32::MAX,
         ..Limits::default()
     };
+    let topics: Vec<String> = (0..SITES)
+        .flat_map(|site| {
+            (0..devices).flat_map(move |device| {
+                ["status", "telemetry"].map(|leaf| format!("site/{site}/device/{device}/{leaf}"))
+            })
+        })
+        .collect();
     let before = allocated();
     let mut retained: RetainedIndex<&'static [u8]> = RetainedIndex::new(&limits, 0x5eed);
     // 100 sites x 500 devices x {status, telemetry}: 100k distinct topics.
-    for site in 0..SITES {
-        for device in 0..devices {
-            for leaf in ["status", "telemetry"] {
-                let topic = format!("site/{site}/device/{device}/{leaf}");
-                let _ = retained.retain(&topic, b"21.5");
-            }
-        }
+    for topic in &topics {
+        let _ = retained.retain(topic, b"21.5");
     }
     assert_eq!(retained.len(), count);
     let bytes = allocated() - before;
+
+    let before = allocated();
+    let linear = LinearRetained {
+        messages: topics
+            .iter()
+            .map(|topic| (topic.clone(), &b"21.5"[..]))
+            .collect(),
+    };
+    let linear_bytes = allocated() - before;
+    drop(topics);
+
     println!(
-        "\nRetained index: {count} topics, {:.1} heap bytes per retained topic (index only, payload not copied), {} nodes\n",
+        "\nRetained index: {count} topics, {:.1} heap bytes per retained topic (index only, payload not copied), {} nodes; linear Vec: {:.1} heap bytes per topic\n",
         bytes as f64 / count as f64,
-        retained.node_count()
+        retained.node_count(),
+        linear_bytes as f64 / count as f64,
     );
-    println!("| filter | messages | µs per lookup | ns per message |");
-    println!("|--------|---------:|--------------:|---------------:|");
+    println!(
+        "| filter | messages | µs per lookup | ns per message | linear µs per lookup | factor |"
+    );
+    println!(
+        "|--------|---------:|--------------:|---------------:|---------------------:|-------:|"
+    );
     for filter in [
         "site/42/device/317/status",
         "site/42/device/+/status",
@@ -283,10 +319,27 @@ fn bench_retained() {
                 });
             }
         }) / repeat as f64;
+
+        // Every lookup scans all topics, so fewer repetitions suffice.
+        let linear_repeat = if filter == "#" { 2 } else { 5 };
+        let mut linear_visited = 0;
+        let linear_seconds = median_seconds(|| {
+            for _ in 0..linear_repeat {
+                linear_visited = linear.for_each_match(black_box(filter), |message| {
+                    black_box(message);
+                });
+            }
+        }) / linear_repeat as f64;
+        assert_eq!(visited, linear_visited, "{filter}");
+
+        let factor = linear_seconds / seconds;
+        // One decimal for small factors, so `#` (both visit everything) does not round to 1x.
+        let decimals = if factor < 10.0 { 1 } else { 0 };
         println!(
-            "| `{filter}` | {visited} | {:.1} | {:.0} |",
+            "| `{filter}` | {visited} | {:.1} | {:.0} | {:.1} | {factor:.decimals$}x |",
             seconds * 1e6,
-            seconds * 1e9 / visited.max(1) as f64
+            seconds * 1e9 / visited.max(1) as f64,
+            linear_seconds * 1e6,
         );
     }
 }
