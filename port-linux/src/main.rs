@@ -486,12 +486,15 @@ fn start(args: StartArgs) -> Result<(), String> {
     // Signals reach the event loop through pipes (signal-hook writes a byte from the handler).
     let (shutdown_rx, shutdown_tx) = UnixStream::pair().map_err(|e| format!("pipe: {e}"))?;
     let (reload_rx, reload_tx) = UnixStream::pair().map_err(|e| format!("pipe: {e}"))?;
+    let (report_rx, report_tx) = UnixStream::pair().map_err(|e| format!("pipe: {e}"))?;
     let shutdown_tx2 = shutdown_tx.try_clone().map_err(|e| format!("pipe: {e}"))?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, shutdown_tx)
         .map_err(|e| format!("signal: {e}"))?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, shutdown_tx2)
         .map_err(|e| format!("signal: {e}"))?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, reload_tx)
+        .map_err(|e| format!("signal: {e}"))?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGUSR1, report_tx)
         .map_err(|e| format!("signal: {e}"))?;
 
     let (listeners, optional_listeners) = if settings.listeners.is_empty() {
@@ -526,6 +529,7 @@ fn start(args: StartArgs) -> Result<(), String> {
     let control = Control {
         shutdown: shutdown_rx,
         reload: reload_rx,
+        report: report_rx,
         on_reload: Box::new(move || {
             // A bad password or ACL file keeps the rules in force: never fail open.
             match self::settings(&reload_args)

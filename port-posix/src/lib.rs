@@ -4,8 +4,9 @@
 //! One thread runs an `async-executor` on the `async-io` reactor: a task accepts on each
 //! listener, a task serves each connection (reading into a buffer that grows only to the
 //! packet in hand, writing everything the engine queued for it in one write per wake-up), a
-//! task fires the engine's deadlines, and a task watches the control pipes (shutdown, reload).
-//! The engine lives in a `RefCell` that no task holds across an `await`, so no lock is taken.
+//! task fires the engine's deadlines, and tasks watch the control pipes (shutdown, reload,
+//! report). The engine lives in a `RefCell` that no task holds across an `await`, so no lock
+//! is taken.
 
 #![forbid(unsafe_code)]
 

@@ -17,7 +17,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use log::{debug, error, info, warn};
 
 use femtomq_core::broker::{
-    Broker, CloseCause, Config, ConnId, DropReason, Event, RemoteDelivery, Replication,
+    Broker, CloseCause, Config, ConnId, DropReason, Event, RemoteDelivery, Replication, Stats,
     client_owner,
 };
 use femtomq_core::codec::{self, Frame, Packet};
@@ -82,6 +82,8 @@ pub struct Control {
     pub shutdown: UnixStream,
     /// Becomes readable when the configuration must be reloaded (a signal pipe).
     pub reload: UnixStream,
+    /// Becomes readable when the counters must be logged (a signal pipe).
+    pub report: UnixStream,
     /// Re-reads the configuration on reload.
     pub on_reload: Box<dyn FnMut() -> ReloadOutcome>,
     /// Called once every listener is open, with the listeners as bound (port 0 resolved).
@@ -105,6 +107,8 @@ enum Mail {
     Replication(Vec<Replication>),
     /// A new configuration and access rules.
     Reload(Config, AccessRules),
+    /// Add this worker's counters to a report.
+    Report(Arc<Tally>),
     /// Stop.
     Shutdown,
 }
@@ -137,6 +141,56 @@ impl Mailbox {
             .map(|mut queue| std::mem::take(&mut *queue))
             .unwrap_or_default()
     }
+}
+
+/// A report of the counters being summed: each worker adds its own, the last one logs it.
+struct Tally {
+    /// The sum so far, and how many workers are still to add theirs.
+    sum: Mutex<(Stats, usize)>,
+    uptime: Duration,
+}
+
+impl Tally {
+    fn add(&self, stats: Stats) {
+        let Ok(mut sum) = self.sum.lock() else {
+            return;
+        };
+        let (total, left) = &mut *sum;
+        add_stats(total, stats);
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            info!("{}", stats_line("running for", self.uptime, total));
+        }
+    }
+}
+
+/// Adds one worker's counters to the sum of all.
+fn add_stats(total: &mut Stats, stats: Stats) {
+    total.connected += stats.connected;
+    total.sessions += stats.sessions;
+    total.messages_received += stats.messages_received;
+    total.messages_sent += stats.messages_sent;
+    total.messages_dropped += stats.messages_dropped;
+    total.denials += stats.denials;
+    total.protocol_errors += stats.protocol_errors;
+    total.persist_refused += stats.persist_refused;
+}
+
+/// The line an operator reads the counters in (on SIGUSR1 and at shutdown).
+fn stats_line(when: &str, uptime: Duration, stats: &Stats) -> String {
+    format!(
+        "{when} {} s: {} clients connected, {} sessions, {} messages received, {} sent, \
+         {} dropped, {} access denials, {} protocol errors, {} refused with the store full",
+        uptime.as_secs(),
+        stats.connected,
+        stats.sessions,
+        stats.messages_received,
+        stats.messages_sent,
+        stats.messages_dropped,
+        stats.denials,
+        stats.protocol_errors,
+        stats.persist_refused
+    )
 }
 
 struct ConnectionEntry {
@@ -307,7 +361,7 @@ fn log_event(broker: &Broker, connections: &HashMap<ConnId, ConnectionEntry>, ev
 
 /// Binds every listener, then serves until `control.shutdown` becomes readable. On shutdown,
 /// MQTT 5 clients get DISCONNECT 0x8B, queued writes are flushed (for up to a few seconds) and
-/// the function returns `Ok(())`.
+/// the function returns `Ok(())` after logging the counters of all workers.
 ///
 /// `config.engine.workers` workers each run on their own thread (worker 0 on the caller's) with
 /// their own engine, executor and connections: an actor per core, no lock per message. Every
@@ -399,9 +453,9 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         let thread = std::thread::Builder::new()
             .name(format!("femtomq-worker-{index}"))
             .spawn(move || {
-                if let Err(e) = worker_main(setup, None) {
-                    error!("worker {index}: {e}");
-                }
+                worker_main(setup, None)
+                    .map_err(|e| error!("worker {index}: {e}"))
+                    .ok()
             })?;
         threads.push(thread);
     }
@@ -418,10 +472,15 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
     };
     let result = worker_main(setup, Some((control, addresses)));
     // Worker 0 has told the others to stop; wait for them.
+    let mut total = Stats::default();
     for thread in threads {
-        let _ = thread.join();
+        if let Ok(Some(stats)) = thread.join() {
+            add_stats(&mut total, stats);
+        }
     }
-    result
+    add_stats(&mut total, result?);
+    info!("{}", stats_line("stopped after", start.elapsed(), &total));
+    Ok(())
 }
 
 /// What a worker thread starts from.
@@ -438,11 +497,12 @@ struct WorkerSetup {
     store: Option<(crate::persist::FileStore, Vec<femtomq_core::broker::Record>)>,
 }
 
-/// Runs one worker until it is told to stop. Worker 0 also gets the daemon's controls.
+/// Runs one worker until it is told to stop and returns its engine's counters. Worker 0 also
+/// gets the daemon's controls.
 fn worker_main(
     setup: WorkerSetup,
     control: Option<(Control, Vec<ListenerSpec>)>,
-) -> io::Result<()> {
+) -> io::Result<Stats> {
     let WorkerSetup {
         index,
         listeners,
@@ -554,11 +614,15 @@ fn worker_main(
             let Control {
                 shutdown,
                 reload,
+                report,
                 on_reload,
                 on_ready,
             } = control;
             executor
                 .spawn(reload_loop(shared.clone(), Async::new(reload)?, on_reload))
+                .detach();
+            executor
+                .spawn(report_loop(shared.clone(), Async::new(report)?))
                 .detach();
             on_ready(&addresses);
             Some(Async::new(shutdown)?)
@@ -608,7 +672,8 @@ fn worker_main(
         };
         future::or(drained, late).await;
     }));
-    Ok(())
+    let stats = shared.broker.borrow().stats();
+    Ok(stats)
 }
 
 /// Handles what other workers send: handed-over connections, copies for local sessions,
@@ -651,6 +716,7 @@ async fn mailbox_loop(
                 Mail::Reload(config, access) => {
                     apply_reload(&shared, config, access);
                 }
+                Mail::Report(tally) => tally.add(shared.broker.borrow().stats()),
                 Mail::Shutdown => stop.notify(),
             }
         }
@@ -810,6 +876,24 @@ async fn reload_loop(
             ReloadOutcome::Keep => warn!("reload failed: keeping the current configuration"),
         }
         shared.dispatch();
+    }
+}
+
+/// Logs the counters of all workers each time `report` becomes readable: the others are asked
+/// by mail, and the last to add its own logs the sum.
+async fn report_loop(shared: Rc<Shared>, report: Async<UnixStream>) {
+    let mut byte = [0u8; 1];
+    while let Ok(1..) = (&report).read(&mut byte).await {
+        let tally = Arc::new(Tally {
+            sum: Mutex::new((Stats::default(), shared.mailboxes.len())),
+            uptime: shared.start.elapsed(),
+        });
+        for (other, mailbox) in shared.mailboxes.iter().enumerate() {
+            if other != shared.worker {
+                mailbox.post(Mail::Report(tally.clone()));
+            }
+        }
+        tally.add(shared.broker.borrow().stats());
     }
 }
 

@@ -417,6 +417,51 @@ fn acl_rules_decide_publish_and_subscribe_with_the_right_codes() {
     );
 }
 
+/// The operator's line with the counters (`running for`: SIGUSR1, `stopped after`: shutdown).
+fn stats_line(log: &str, when: &str) -> String {
+    log.lines()
+        .find(|line| line.contains(when) && line.contains(" access denials"))
+        .unwrap_or_else(|| panic!("no `{when}` line with the counters in:\n{log}"))
+        .to_string()
+}
+
+#[test]
+fn denials_of_all_workers_are_counted_on_sigusr1_and_at_shutdown() {
+    let dir = TestDir::new("acl-count");
+    let acl = dir.write("acl", ACL);
+    let mut broker = Broker::start(&["--acl-file", path_arg(&acl), "--workers", "2"]);
+    let address = broker.address();
+    // `alice-1` and `alice-2` are owned by different workers (`client_owner`): 2 + 3 denials.
+    let mut one = connected(address, V5, "alice-1", Some("alice"));
+    assert_eq!(publish_qos1(&mut one, V5, "sensors/secret/k", 1), 0x87);
+    assert_eq!(subscribe(&mut one, V5, "#", 2), 0x87);
+    assert_eq!(subscribe(&mut one, V5, "sensors/#", 3), 1);
+    let mut two = connected(address, V5, "alice-2", Some("alice"));
+    assert_eq!(publish_qos1(&mut two, V5, "public/x", 1), 0x87);
+    assert_eq!(subscribe(&mut two, V5, "inbox/bob", 2), 0x87);
+    assert_eq!(subscribe(&mut two, V5, "commands/+", 3), 0x87);
+    broker.signal(rustix::process::Signal::USR1);
+    assert!(
+        broker.wait_for_log("running for", 1, STEP),
+        "{}",
+        broker.log()
+    );
+    let running = stats_line(&broker.log(), "running for");
+    assert!(
+        running.contains(": 2 clients connected, 2 sessions,")
+            && running.contains(", 5 access denials,"),
+        "{running}"
+    );
+    assert_eq!(subscribe(&mut two, V5, "sensors/secret/#", 4), 0x87);
+    broker.signal(rustix::process::Signal::TERM);
+    assert!(broker.wait_exit(STEP).is_some_and(|s| s.success()));
+    let log = broker.log();
+    let stopped = stats_line(&log, "stopped after");
+    assert!(stopped.contains(", 6 access denials,"), "{stopped}");
+    // Each denial counted is one logged.
+    assert_eq!(log.matches("access denied: ").count(), 6, "{log}");
+}
+
 #[test]
 fn a_subscriber_to_everything_receives_only_what_it_may_read() {
     let dir = TestDir::new("acl-hash");
