@@ -39,8 +39,9 @@ pub use persist::{Persistence, Record, RestoreSummary};
 
 use crate::codec::{
     self, Ack, AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect,
-    DecodeError, Decoded, Disconnect, Packet, Publish, PublishProperties, QosPid, ReasonCode,
-    Repeated, SubAck, Subscribe, SubscriptionId, UnsubAck, Unsubscribe,
+    DecodeError, Decoded, Disconnect, DisconnectProperties, Packet, PacketType, Publish,
+    PublishProperties, QosPid, ReasonCode, Repeated, SubAck, Subscribe, SubscriptionId, UnsubAck,
+    Unsubscribe,
 };
 use crate::topic::{
     Matches, Publisher, RetainedIndex, RetainedMessage, SubscribeError, SubscribeOutcome,
@@ -200,6 +201,9 @@ struct Connection {
     receive_maximum: u16,
     maximum_packet_size: u32,
     topic_alias_maximum: u16,
+    /// CONNECT's Request Problem Information (absent means 1): when false, failures other than
+    /// CONNACK and DISCONNECT carry no Reason String `[MQTT-3.1.2-29]`.
+    request_problem_information: bool,
     inbound_aliases: Vec<Option<Box<str>>>,
     outbound_aliases: Vec<Box<str>>,
     listener: u16,
@@ -260,6 +264,7 @@ impl Connection {
             receive_maximum: u16::MAX,
             maximum_packet_size: u32::MAX,
             topic_alias_maximum: 0,
+            request_problem_information: true,
             inbound_aliases: Vec::new(),
             outbound_aliases: Vec::new(),
             listener,
@@ -764,10 +769,92 @@ impl Broker {
         self.stats.protocol_errors += 1;
         if let Some(connection) = self.connection(conn) {
             if connection.version.is_v5() && matches!(connection.phase, Phase::Connected) {
-                self.send(conn, &Packet::Disconnect(Disconnect::with_reason(reason)));
+                self.send_disconnect(conn, reason);
             }
         }
         self.begin_close(conn, CloseCause::ProtocolError(reason), now);
+    }
+
+    /// The Reason String for a failure `reason` in a packet of type `kind` to `conn`: MQTT 5
+    /// only, and on packets other than CONNACK and DISCONNECT only if the client did not set
+    /// Request Problem Information to 0 `[MQTT-3.1.2-29]`. Static text: no allocation.
+    fn reason_string(
+        &self,
+        conn: ConnId,
+        kind: PacketType,
+        reason: ReasonCode,
+    ) -> Option<&'static str> {
+        let connection = self.connection(conn)?;
+        let allowed = connection.request_problem_information
+            || matches!(kind, PacketType::ConnAck | PacketType::Disconnect);
+        if !(reason.is_error() && connection.version.is_v5() && allowed) {
+            return None;
+        }
+        reason.name()
+    }
+
+    /// Sends a failure packet that `build` makes with or without a Reason String: with it when
+    /// [`Broker::reason_string`] gives one and the packet still fits the client's Maximum Packet
+    /// Size, without it otherwise (`[MQTT-3.2.2-19]`, `[MQTT-3.4.2-2]`, `[MQTT-3.9.2-1]`,
+    /// `[MQTT-3.14.2-3]`...). Only failures come here: successes carry nothing extra.
+    #[cold]
+    fn send_failure<'a>(
+        &mut self,
+        conn: ConnId,
+        kind: PacketType,
+        reason: ReasonCode,
+        build: impl Fn(Option<&'static str>) -> Packet<'a>,
+    ) {
+        let text = self.reason_string(conn, kind, reason);
+        let mut packet = build(text);
+        if text.is_some() {
+            let max = self
+                .connection(conn)
+                .map_or(u32::MAX, |c| c.maximum_packet_size);
+            let fits = packet
+                .encoded_len(ProtocolVersion::V5)
+                .is_ok_and(|len| len <= max as usize);
+            if !fits {
+                packet = build(None);
+            }
+        }
+        self.send(conn, &packet);
+    }
+
+    /// Sends DISCONNECT with `reason` (and a Reason String where it fits).
+    fn send_disconnect(&mut self, conn: ConnId, reason: ReasonCode) {
+        self.send_failure(conn, PacketType::Disconnect, reason, |text| {
+            Packet::Disconnect(Disconnect {
+                reason,
+                properties: DisconnectProperties {
+                    reason_string: text,
+                    ..DisconnectProperties::default()
+                },
+            })
+        });
+    }
+
+    /// Sends PUBACK or PUBREC with the failure `reason` for `qos_pid` (nothing for QoS 0).
+    fn send_publish_failure(&mut self, conn: ConnId, qos_pid: QosPid, reason: ReasonCode) {
+        let (kind, id) = match qos_pid {
+            QosPid::AtMostOnce => return,
+            QosPid::AtLeastOnce(id) => (PacketType::PubAck, id),
+            QosPid::ExactlyOnce(id) => (PacketType::PubRec, id),
+        };
+        self.send_failure(conn, kind, reason, |text| {
+            let ack = Ack {
+                packet_id: id,
+                reason,
+                properties: AckProperties {
+                    reason_string: text,
+                    ..AckProperties::default()
+                },
+            };
+            match kind {
+                PacketType::PubAck => Packet::PubAck(ack),
+                _ => Packet::PubRec(ack),
+            }
+        });
     }
 
     /// The connection ends: detach its session, handle the will and the session's expiry.
@@ -936,10 +1023,7 @@ impl Broker {
         let deadline = keep_alive_deadline(connection.last_received, connection.keep_alive);
         if now >= deadline {
             if connection.version.is_v5() {
-                self.send(
-                    id,
-                    &Packet::Disconnect(Disconnect::with_reason(ReasonCode::KEEP_ALIVE_TIMEOUT)),
-                );
+                self.send_disconnect(id, ReasonCode::KEEP_ALIVE_TIMEOUT);
             }
             self.begin_close(id, CloseCause::KeepAliveTimeout, now);
         } else {
@@ -1183,12 +1267,16 @@ impl Broker {
         if let Some(connection) = self.connection_mut(conn) {
             connection.version = version;
         }
-        let connack = ConnAck {
-            session_present: false,
-            reason,
-            properties: ConnAckProperties::default(),
-        };
-        self.send(conn, &Packet::ConnAck(connack));
+        self.send_failure(conn, PacketType::ConnAck, reason, |text| {
+            Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason,
+                properties: ConnAckProperties {
+                    reason_string: text,
+                    ..ConnAckProperties::default()
+                },
+            })
+        });
         self.stats.denials += 1;
         self.begin_close(conn, CloseCause::Refused(reason), now);
     }
@@ -1218,6 +1306,15 @@ impl Broker {
         let v5 = connect.version.is_v5();
         if let Some(connection) = self.connection_mut(conn) {
             connection.version = connect.version;
+            if v5 {
+                let properties = &connect.properties;
+                // Known from here on, so that a refusing CONNACK respects them too.
+                connection.request_problem_information =
+                    properties.request_problem_information.unwrap_or(true);
+                connection.maximum_packet_size = properties
+                    .maximum_packet_size
+                    .map_or(u32::MAX, NonZeroU32::get);
+            }
         }
         // A client taking over its own connected session does not add a connection.
         let takeover = self
@@ -1494,7 +1591,7 @@ impl Broker {
             }
             AuthDecision::Deny(reason) => {
                 self.stats.denials += 1;
-                self.send(conn, &Packet::Disconnect(Disconnect::with_reason(reason)));
+                self.send_disconnect(conn, reason);
                 self.begin_close(conn, CloseCause::Refused(reason), now);
             }
             AuthDecision::Pending => {}
@@ -1518,12 +1615,7 @@ impl Broker {
             if let Some(old) = self.session(index).and_then(|s| s.conn) {
                 if old != conn {
                     if self.connection(old).is_some_and(|c| c.version.is_v5()) {
-                        self.send(
-                            old,
-                            &Packet::Disconnect(Disconnect::with_reason(
-                                ReasonCode::SESSION_TAKEN_OVER,
-                            )),
-                        );
+                        self.send_disconnect(old, ReasonCode::SESSION_TAKEN_OVER);
                     }
                     self.begin_close(old, CloseCause::TakenOver, now);
                 }
@@ -1939,12 +2031,11 @@ impl Broker {
         };
         if !allowed {
             // 3.1.1 cannot say no: the message is acknowledged and dropped.
-            let reason = if v5 {
-                ReasonCode::NOT_AUTHORIZED
+            if v5 {
+                self.send_publish_failure(conn, publish.qos_pid, ReasonCode::NOT_AUTHORIZED);
             } else {
-                ReasonCode::SUCCESS
-            };
-            self.send_publish_ack(conn, publish.qos_pid, reason);
+                self.send_publish_ack(conn, publish.qos_pid, ReasonCode::SUCCESS);
+            }
             return;
         }
         if self.store_refuses(publish.qos_pid.qos(), publish.retain) {
@@ -1977,7 +2068,10 @@ impl Broker {
             self.persist_inbound(index, id.get(), true);
         }
         let reason = match (retain_failure, delivered) {
-            (Some(reason), _) if v5 => reason,
+            (Some(reason), _) if v5 => {
+                self.send_publish_failure(conn, publish.qos_pid, reason);
+                return;
+            }
             (_, 0) if v5 => ReasonCode::NO_MATCHING_SUBSCRIBERS,
             _ => ReasonCode::SUCCESS,
         };
@@ -1996,7 +2090,7 @@ impl Broker {
     ) {
         match (qos_pid, v5) {
             (QosPid::AtMostOnce, true) => self.protocol_violation(conn, reason, now),
-            (_, true) => self.send_publish_ack(conn, qos_pid, reason),
+            (_, true) => self.send_publish_failure(conn, qos_pid, reason),
             (_, false) => self.send_publish_ack(conn, qos_pid, ReasonCode::SUCCESS),
         }
     }
@@ -2531,14 +2625,16 @@ impl Broker {
             }
             None => {
                 let reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
-                self.send(
-                    conn,
-                    &Packet::PubRel(Ack {
+                self.send_failure(conn, PacketType::PubRel, reason, |text| {
+                    Packet::PubRel(Ack {
                         packet_id: ack.packet_id,
                         reason,
-                        properties: AckProperties::default(),
-                    }),
-                );
+                        properties: AckProperties {
+                            reason_string: text,
+                            ..AckProperties::default()
+                        },
+                    })
+                });
             }
         }
     }
@@ -2565,7 +2661,7 @@ impl Broker {
         let Some(session) = self.session_mut(index) else {
             return;
         };
-        let reason = match session
+        match session
             .inbound_qos2
             .iter()
             .position(|&id| id == ack.packet_id.get())
@@ -2573,18 +2669,22 @@ impl Broker {
             Some(position) => {
                 session.inbound_qos2.swap_remove(position);
                 self.persist_inbound(index, ack.packet_id.get(), false);
-                ReasonCode::SUCCESS
+                self.send(conn, &Packet::PubComp(Ack::success(ack.packet_id)));
             }
-            None => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
-        };
-        self.send(
-            conn,
-            &Packet::PubComp(Ack {
-                packet_id: ack.packet_id,
-                reason,
-                properties: AckProperties::default(),
-            }),
-        );
+            None => {
+                let reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                self.send_failure(conn, PacketType::PubComp, reason, |text| {
+                    Packet::PubComp(Ack {
+                        packet_id: ack.packet_id,
+                        reason,
+                        properties: AckProperties {
+                            reason_string: text,
+                            ..AckProperties::default()
+                        },
+                    })
+                });
+            }
+        }
     }
 
     // ----- SUBSCRIBE and UNSUBSCRIBE --------------------------------------------------------
@@ -2607,12 +2707,15 @@ impl Broker {
             }
         }
         let mut codes: Vec<ReasonCode> = Vec::new();
+        // The first refusal, which the SUBACK's Reason String describes.
+        let mut failure: Option<ReasonCode> = None;
         let mut retained: Vec<Outgoing> = Vec::new();
         for (subscription, allowed) in subscribe.subscriptions.iter().zip(allowed) {
             let filter = subscription.filter;
             let options = subscription.options;
             if !allowed {
                 codes.push(ReasonCode::NOT_AUTHORIZED);
+                failure = failure.or(Some(ReasonCode::NOT_AUTHORIZED));
                 continue;
             }
             let subscriber = self.global(index);
@@ -2676,15 +2779,27 @@ impl Broker {
                     self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, now);
                     return;
                 }
-                Err(error) => codes.push(ReasonCode(error.reason_code())),
+                Err(error) => {
+                    let code = ReasonCode(error.reason_code());
+                    codes.push(code);
+                    failure = failure.or(Some(code));
+                }
             }
         }
-        let suback = SubAck {
-            packet_id: subscribe.packet_id,
-            properties: AckProperties::default(),
-            reason_codes: Repeated::from_slice(&codes),
+        let suback = |text| {
+            Packet::SubAck(SubAck {
+                packet_id: subscribe.packet_id,
+                properties: AckProperties {
+                    reason_string: text,
+                    ..AckProperties::default()
+                },
+                reason_codes: Repeated::from_slice(&codes),
+            })
         };
-        self.send(conn, &Packet::SubAck(suback));
+        match failure {
+            None => self.send(conn, &suback(None)),
+            Some(reason) => self.send_failure(conn, PacketType::SubAck, reason, suback),
+        }
         for outgoing in retained {
             self.deliver(index, outgoing, now);
         }
@@ -2743,10 +2858,7 @@ impl Broker {
                 .connection(id)
                 .is_some_and(|c| c.version.is_v5() && matches!(c.phase, Phase::Connected))
             {
-                self.send(
-                    id,
-                    &Packet::Disconnect(Disconnect::with_reason(ReasonCode::SERVER_SHUTTING_DOWN)),
-                );
+                self.send_disconnect(id, ReasonCode::SERVER_SHUTTING_DOWN);
             }
             self.begin_close(id, CloseCause::ServerShutdown, now);
         }

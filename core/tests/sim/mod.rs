@@ -199,6 +199,40 @@ fn to_rx(packet: Packet<'_>, len: usize, aliases: &mut HashMap<u16, String>) -> 
     }
 }
 
+/// The Reason String and the number of User Properties of one packet the broker sent (as in
+/// [`ClientState::raw`]), decoded for `version`; `(None, 0)` for packets that have neither.
+pub fn reason_string(bytes: &[u8], version: ProtocolVersion) -> (Option<String>, usize) {
+    let packet = femtomq_core::codec::decode_packet(bytes, version).expect("decodes");
+    let (text, users) = match &packet {
+        Packet::ConnAck(c) => (
+            c.properties.reason_string,
+            c.properties.user_properties.len(),
+        ),
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => (
+            a.properties.reason_string,
+            a.properties.user_properties.len(),
+        ),
+        Packet::SubAck(s) => (
+            s.properties.reason_string,
+            s.properties.user_properties.len(),
+        ),
+        Packet::UnsubAck(s) => (
+            s.properties.reason_string,
+            s.properties.user_properties.len(),
+        ),
+        Packet::Disconnect(d) => (
+            d.properties.reason_string,
+            d.properties.user_properties.len(),
+        ),
+        Packet::Auth(a) => (
+            a.properties.reason_string,
+            a.properties.user_properties.len(),
+        ),
+        _ => (None, 0),
+    };
+    (text.map(String::from), users)
+}
+
 // ----- CONNECT --------------------------------------------------------------------------------
 
 /// A will, owned.
@@ -228,6 +262,8 @@ pub struct ConnectSpec {
     pub password: Option<Vec<u8>>,
     pub auth_method: Option<String>,
     pub auth_data: Option<Vec<u8>>,
+    /// Request Problem Information (MQTT 5; absent means 1).
+    pub request_problem_information: Option<bool>,
 }
 
 impl ConnectSpec {
@@ -246,6 +282,7 @@ impl ConnectSpec {
             password: None,
             auth_method: None,
             auth_data: None,
+            request_problem_information: None,
         }
     }
 
@@ -307,6 +344,11 @@ impl ConnectSpec {
         self
     }
 
+    pub fn request_problem_information(mut self, request: bool) -> Self {
+        self.request_problem_information = Some(request);
+        self
+    }
+
     pub fn auth(mut self, method: &str, data: Option<&[u8]>) -> Self {
         self.auth_method = Some(method.to_string());
         self.auth_data = data.map(<[u8]>::to_vec);
@@ -334,6 +376,7 @@ impl ConnectSpec {
                 receive_maximum: self.receive_maximum.and_then(NonZeroU16::new),
                 maximum_packet_size: self.maximum_packet_size.and_then(NonZeroU32::new),
                 topic_alias_maximum: self.topic_alias_maximum,
+                request_problem_information: self.request_problem_information,
                 authentication_method: self.auth_method.as_deref(),
                 authentication_data: self.auth_data.as_deref(),
                 ..ConnectProperties::default()
@@ -451,6 +494,9 @@ pub struct ClientState {
     pub acks: Acks,
     /// Every packet received, in order (tests take from here).
     pub inbox: Vec<Rx>,
+    /// The wire bytes of every packet received, in order, one entry per packet (for what
+    /// [`Rx`] leaves out, see [`reason_string`] and [`Sim::take_raw`]).
+    pub raw: Vec<Vec<u8>>,
     /// Every PUBLISH ever received on any connection of this client, in order.
     pub all_publishes: Vec<RxPublish>,
     /// The broker closed the connection (or the test dropped it).
@@ -509,6 +555,7 @@ impl Sim {
             version,
             acks: Acks::Auto,
             inbox: Vec::new(),
+            raw: Vec::new(),
             all_publishes: Vec::new(),
             closed: false,
             aliases: HashMap::new(),
@@ -531,6 +578,7 @@ impl Sim {
         state.closed = false;
         state.aliases.clear();
         state.inbox.clear();
+        state.raw.clear();
         state.pending_answers.clear();
     }
 
@@ -769,6 +817,12 @@ impl Sim {
         std::mem::take(&mut self.clients[c.0].inbox)
     }
 
+    /// Takes the wire bytes of the packets `c` received since the last `take_raw` (or its
+    /// last reconnect), independently of [`Sim::take`].
+    pub fn take_raw(&mut self, c: Client) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.clients[c.0].raw)
+    }
+
     /// Takes the PUBLISH packets `c` received, asserting nothing else came (but the QoS 2
     /// handshake packets a client with [`Acks::Auto`] answers by itself).
     pub fn take_publishes(&mut self, c: Client) -> Vec<RxPublish> {
@@ -926,6 +980,7 @@ impl Sim {
                 state.all_publishes.push(p.clone());
             }
             state.inbox.push(rx);
+            state.raw.push(rest[..len].to_vec());
             rest = &rest[len..];
         }
         if self.broker.is_closing(conn) && self.broker.output(conn).is_empty() {
