@@ -108,6 +108,13 @@ pub struct Board {
     /// `-L SYSROOT`); empty when it runs natively.
     #[serde(default)]
     pub runner: Vec<String>,
+    /// OpenWrt's name for the package architecture (`mipsel_24kc`), for
+    /// `cargo xtask package openwrt`; boards without one are not packaged for OpenWrt.
+    #[serde(default)]
+    pub openwrt_arch: Option<String>,
+    /// Debian's name for the architecture (`armhf`), for `cargo xtask package deb`.
+    #[serde(default)]
+    pub deb_arch: Option<String>,
     /// Whether the binary runs natively here, so that its memory can be measured.
     #[serde(default)]
     pub native: bool,

@@ -36,7 +36,7 @@ fn all_boards() -> Result<Vec<Board>> {
 }
 
 /// Parses `--board NAME [--minimal]`.
-fn board_args(command: &str, args: &[String]) -> Result<(Option<String>, bool)> {
+pub fn board_args(command: &str, args: &[String]) -> Result<(Option<String>, bool)> {
     let mut name = None;
     let mut minimal = false;
     let mut args = args.iter();
@@ -630,6 +630,7 @@ const CI_QEMU_BOARDS: &[&str] = &[
 ];
 /// Boards CI runs size-report on (the native ones measure memory too).
 const CI_SIZE_BOARDS: &[&str] = &[
+    "mipsel-openwrt",
     "x86_64-linux",
     "x86_64-musl",
     "armv7-linux",

@@ -12,6 +12,8 @@ mod cross;
 
 mod brokers;
 
+mod package;
+
 /// Debian packages the tests and cross builds need (see `../shared/DESIGN.md`, "Cross targets").
 const DEBIAN_PACKAGES: &[&str] = &[
     // Second Rust toolchain whose std can be rebuilt for any target (-Zbuild-std).
@@ -37,6 +39,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "musl-tools",
     "musl-dev",
     "libunwind-14-dev",
+    // OpenWrt's libc for the static mipsel musl board (boards/mipsel-openwrt.toml): musl for
+    // Debian's mipsel architecture (multiarch; setup adds the architecture) with its
+    // mipsel-linux-musl-gcc wrapper around gcc-mipsel-linux-gnu.
+    "musl-dev:mipsel",
 ];
 
 /// The Python MQTT client of the end-to-end tests, pinned (its 2.x callback API is used).
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         Some("build") => cross::build_command(&args[1..]),
         Some("test") => cross::test_command(&args[1..]),
         Some("size") => cross::size_command(&args[1..]),
+        Some("package") => package::package_command(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
@@ -94,6 +101,9 @@ Commands:
   size [--board NAME] [--minimal]
                      build and run size-report (every board with a binary by default):
                      sizes, RSS, budgets; JSON in target/cross/size-report.json
+  package openwrt|deb --board NAME [--minimal]
+                     build for the board and assemble an OpenWrt .ipk (boards with an
+                     openwrt-arch: mipsel-openwrt) or a Debian .deb; prints its path last
   fuzz [SECONDS]     run each cargo-fuzz target for SECONDS (default 60); not part of ci
   bench [codec]      run the codec benchmark (results go to BENCHMARKS.md by hand)
   bench brokers [N]  femtomq against Mosquitto, N runs each (default 3), into BENCHMARKS.md
@@ -185,6 +195,21 @@ fn setup_debian_packages() -> Result {
         command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         command
     };
+    // Packages of another architecture (`NAME:ARCH`) need it added to dpkg before the update.
+    for arch in missing
+        .iter()
+        .filter_map(|package| package.split_once(':'))
+        .map(|(_, a)| a)
+    {
+        let mut dpkg = if as_root {
+            Command::new("dpkg")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("dpkg");
+            sudo
+        };
+        run(dpkg.args(["--add-architecture", arch]))?;
+    }
     run(&mut apt(&["update", "-q"]))?;
     let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
     install.args(&missing);
@@ -287,6 +312,10 @@ fn ci() -> Result {
     })?;
     step("no-std core builds", build_bare_metal)?;
     step("cross builds and qemu smoke suites", cross::ci_cross)?;
+    step("OpenWrt package: built, unpacked and smoke-tested", || {
+        package::ci_openwrt("mipsel-openwrt")
+    })?;
+    step("Debian package", || package::ci_deb("x86_64-linux"))?;
     step("size-report against the board budgets", cross::ci_size)?;
     eprintln!(
         "\nci: all steps passed in {:.0} s",
