@@ -1013,7 +1013,7 @@ mod tests {
                 "test.toml:2: `listener.url`: listener `http://x:1`: unknown scheme",
             ),
             ("[nope]", "test.toml:1: `nope`: unknown table"),
-            ("workers = yes", "test.toml:1: `yes` is not"),
+            ("workers = yes", "test.toml:1: `workers`: `yes` is not"),
             (
                 "[log]\nlevel = \"loud\"",
                 "test.toml:2: `log.level`: `loud` is not a level",

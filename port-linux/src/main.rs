@@ -261,7 +261,7 @@ struct PubArgs {
     /// password
     #[argh(option, short = 'P')]
     password: Option<String>,
-    /// CA certificate for TLS (not implemented yet)
+    /// refused: these client commands do not speak TLS yet (use mosquitto_pub/_sub --cafile)
     #[argh(option)]
     cafile: Option<PathBuf>,
 }
@@ -312,7 +312,7 @@ struct SubArgs {
     /// password
     #[argh(option, short = 'P')]
     password: Option<String>,
-    /// CA certificate for TLS (not implemented yet)
+    /// refused: these client commands do not speak TLS yet (use mosquitto_pub/_sub --cafile)
     #[argh(option)]
     cafile: Option<PathBuf>,
 }
@@ -493,6 +493,9 @@ fn start(args: StartArgs) -> Result<(), String> {
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, shutdown_tx2)
         .map_err(|e| format!("signal: {e}"))?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, reload_tx)
+        .map_err(|e| format!("signal: {e}"))?;
+    // A write past RLIMIT_FSIZE fails with EFBIG (the store refuses with 0x97) instead of killing.
+    signal_hook::flag::register(signal_hook::consts::SIGXFSZ, Default::default())
         .map_err(|e| format!("signal: {e}"))?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGUSR1, report_tx)
         .map_err(|e| format!("signal: {e}"))?;
@@ -729,7 +732,12 @@ fn qos(value: u8) -> Result<QoS, String> {
 
 fn refuse_tls(cafile: &Option<PathBuf>) -> Result<(), String> {
     match cafile {
-        Some(_) => Err("TLS is not implemented yet: --cafile cannot be used".into()),
+        // The broker serves TLS (mqtts://, wss://); only these client commands lack it.
+        Some(_) => Err(
+            "--cafile: `femtomq pub` and `femtomq sub` do not speak TLS yet; \
+                        use mosquitto_pub or mosquitto_sub with --cafile for a TLS listener"
+                .into(),
+        ),
         None => Ok(()),
     }
 }

@@ -155,11 +155,20 @@ pub fn parse(text: &str) -> Result<Document, ParseError> {
                 format!("`{key}` is not a valid key (letters, digits, `_` and `-`)"),
             );
         }
+        // Value errors name the key as the configuration's own errors do: `table.key`.
+        let path = match document.tables.last() {
+            Some(table) if !table.name.is_empty() => format!("{}.{key}", table.name),
+            _ => key.to_string(),
+        };
+        let named = |e: ParseError| ParseError {
+            line: e.line,
+            message: format!("`{path}`: {}", e.message),
+        };
         let mut value_text = rest.trim().to_string();
         // An array may continue over the following lines until its brackets balance.
         while value_text.starts_with('[') && !brackets_balanced(&value_text) {
             let Some((next_number, next)) = lines.next() else {
-                return error(number, format!("array for `{key}` is not closed"));
+                return error(number, format!("`{path}`: array is not closed"));
             };
             value_text.push(' ');
             value_text.push_str(strip_comment(next, next_number)?.trim());
@@ -169,13 +178,13 @@ pub fn parse(text: &str) -> Result<Document, ParseError> {
             position: 0,
             line: number,
         };
-        let value = cursor.value()?;
+        let value = cursor.value().map_err(named)?;
         cursor.skip_spaces();
         if cursor.position != value_text.len() {
             return error(
                 number,
                 format!(
-                    "unexpected `{}` after the value of `{key}`",
+                    "`{path}`: unexpected `{}` after the value",
                     &value_text[cursor.position..]
                 ),
             );
@@ -388,7 +397,9 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         for (text, line, fragment) in [
-            ("a = 1\nb = nope", 2, "not a string"),
+            ("a = 1\nb = nope", 2, "`b`: `nope` is not a string"),
+            ("[t]\nk = nope", 2, "`t.k`: `nope`"),
+            ("x = 1 2", 1, "`x`: unexpected `2`"),
             ("a = 1\na = 2", 2, "set twice"),
             ("[t]\n[t]", 2, "defined twice"),
             ("x = \"open", 1, "not closed"),

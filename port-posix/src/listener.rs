@@ -131,6 +131,26 @@ impl fmt::Display for ListenerSpec {
     }
 }
 
+/// Opens a listening TCP socket on `address`, like `TcpListener::bind` but with IPV6_V6ONLY set
+/// on IPv6 sockets before bind: `[::]:P` then serves IPv6 only, so `0.0.0.0:P` can listen next
+/// to it (Linux's default `net.ipv6.bindv6only = 0` would make the IPv6 socket take both).
+pub fn bind_tcp(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = match address {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    // As std does: a restarted broker can bind while old connections linger in TIME_WAIT.
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    if address.is_ipv6() {
+        sockopt::set_ipv6_v6only(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &address)?;
+    rustix::net::listen(&fd, 1024)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

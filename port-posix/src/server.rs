@@ -378,7 +378,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         // Certificates are read before anything listens: a bad file stops startup.
         let wrapping = Wrapping::new(spec)
             .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-        match TcpListener::bind(spec.address) {
+        match crate::listener::bind_tcp(spec.address) {
             Ok(listener) => {
                 let address = listener.local_addr()?;
                 bound.push((spec.clone(), address, listener, wrapping));

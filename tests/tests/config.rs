@@ -35,6 +35,14 @@ const BAD_FILES: &[(&str, usize, &str, &str)] = &[
         "session.shared_strategy",
         "",
     ),
+    // Value syntax errors name the key too.
+    ("workers = yes\n", 1, "workers", "`yes` is not a string"),
+    (
+        "[limits]\n\nmax_connections = 10 20\n",
+        3,
+        "limits.max_connections",
+        "unexpected `20`",
+    ),
 ];
 
 #[test]

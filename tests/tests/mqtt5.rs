@@ -318,3 +318,28 @@ fn one_megabyte_payload_round_trips_under_a_raised_packet_limit() {
         assert_eq!(message["crc32"], crc32(&pattern));
     }
 }
+
+/// `--max-keepalive` caps a larger Keep Alive with a Server Keep Alive property (MQTT 5
+/// §3.2.2.3.14) and `--receive-maximum` is the Receive Maximum the CONNACK announces.
+#[test]
+fn connack_carries_server_keep_alive_and_receive_maximum_from_flags() {
+    use femtomq_e2e::raw::{self, RawClient, Received};
+    let broker = Broker::start(&["--max-keepalive", "30", "--receive-maximum", "7"]);
+    let mut client = RawClient::connect(broker.address());
+    client
+        .send(&raw::connect(raw::V5, "keepalive", 600))
+        .expect("send CONNECT");
+    let connack = match client.read_packet(STEP) {
+        Received::Packet(connack) if connack[0] == 0x20 && connack.get(3) == Some(&0) => connack,
+        other => panic!("CONNECT answered with {other:?}"),
+    };
+    let properties = raw::connack_properties(&connack);
+    let value = |id: u8| {
+        properties
+            .iter()
+            .find(|(found, _)| *found == id)
+            .map(|(_, value)| u16::from_be_bytes([value[0], value[1]]))
+    };
+    assert_eq!(value(0x13), Some(30), "Server Keep Alive in {properties:?}");
+    assert_eq!(value(0x21), Some(7), "Receive Maximum in {properties:?}");
+}

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use femtomq_e2e::{
-    Broker, STEP, SubTool, Subscriber, femtomq, json, mosquitto_pub_input, paho, paho_messages,
-    paho_sub, run,
+    Broker, STEP, Spawned, SubTool, Subscriber, femtomq, json, mosquitto_pub_input, paho,
+    paho_messages, paho_sub, run,
 };
 
 const QUEUED: usize = 500;
@@ -143,4 +143,51 @@ fn mqtt5_session_without_expiry_ends_at_disconnect() {
     mosquitto_pub_input(port, &["-q", "1", "-t", "sessions/none", "-l"], b"fresh\n");
     let got = paho_messages(&back, 1, STEP);
     assert_eq!(got[0]["payload"], "fresh");
+}
+
+/// `--max-queued-messages N`: an offline session keeps the first N QoS 1 messages and drops
+/// the newer ones (the queue refuses when full: femtomq.toml `[limits] max_queued_messages`).
+#[test]
+fn max_queued_messages_bounds_what_an_offline_session_gets_back() {
+    const LIMIT: usize = 5;
+    let broker = Broker::start(&["--max-queued-messages", &LIMIT.to_string()]);
+    let port = broker.port();
+    let session = [
+        "-V", "mqttv5", "-c", "-x", "600", "-i", "bounded", "-q", "1",
+    ];
+    let mut first = Subscriber::start(
+        SubTool::Mosquitto,
+        port,
+        &[&session[..], &["-t", "sessions/bounded"]].concat(),
+    );
+    first.process().signal(rustix::process::Signal::TERM);
+    assert!(
+        first.process().wait(STEP).is_some(),
+        "subscriber did not exit"
+    );
+    drop(first);
+
+    let sent: Vec<String> = (0..LIMIT + 3).map(|i| format!("queued-{i}")).collect();
+    mosquitto_pub_input(
+        port,
+        &["-q", "1", "-t", "sessions/bounded", "-l"],
+        (sent.join("\n") + "\n").as_bytes(),
+    );
+
+    // Back online: the first LIMIT queued messages, then a message published now comes next,
+    // so the 3 over the limit were dropped (not merely late).
+    let back = Spawned::spawn(
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(session)
+            .args(["-t", "sessions/bounded"]),
+    );
+    let got: Vec<String> = (0..LIMIT).map(|_| back.expect_line(STEP)).collect();
+    assert_eq!(got, sent[..LIMIT]);
+    mosquitto_pub_input(
+        port,
+        &["-q", "1", "-t", "sessions/bounded", "-m", "live"],
+        b"",
+    );
+    assert_eq!(back.expect_line(STEP), "live");
 }
