@@ -153,6 +153,41 @@ fn mqtt_3_1_3_5_user_name_and_password_are_checked() {
     assert_eq!(sim.broker.stats().sessions, 1);
 }
 
+/// Refuses every CONNECT as an unsupported protocol version (a listener limited to others).
+struct VersionGate;
+
+impl Authenticator for VersionGate {
+    fn authenticate(&mut self, _: &ConnectInfo<'_>) -> AuthDecision {
+        AuthDecision::Deny(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
+    }
+}
+
+#[test]
+fn mqtt_3_2_2_3_a_version_refused_by_the_authenticator_is_return_code_1() {
+    let mut sim = Sim::default_v();
+    sim.broker.set_authenticator(Box::new(VersionGate));
+    // MQTT 5: CONNACK 0x84 Unsupported Protocol Version.
+    let c = sim.open(V5);
+    let rx = sim.connect_raw(c, &ConnectSpec::v5("five"));
+    assert!(
+        matches!(&rx[..], [Rx::ConnAck(a)] if a.reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
+        "{rx:?}"
+    );
+    assert!(sim.is_closed(c));
+    // 3.1.1 and 3.1: return code 1 Unacceptable protocol version.
+    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V3_1] {
+        let conn = sim.broker.open(0, sim.now);
+        let bytes = ConnectSpec::new(version, "old").encode();
+        sim.broker.handle_input(conn, &bytes, sim.now);
+        assert_eq!(
+            sim.broker.output(conn),
+            [0x20, 0x02, 0x00, 0x01],
+            "{version:?}"
+        );
+        assert!(sim.broker.is_closing(conn));
+    }
+}
+
 #[test]
 fn authenticator_may_replace_the_user_name() {
     let (mut sim, _) = auth_sim();

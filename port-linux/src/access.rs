@@ -34,6 +34,7 @@ impl Loaded {
     fn rules(
         &mut self,
         own: &ListenerAuth,
+        name: &str,
         settings: &Settings,
     ) -> Result<ListenerRules, ConfigError> {
         let password_file = own
@@ -80,6 +81,8 @@ impl Loaded {
             });
         }
         Ok(ListenerRules {
+            name: name.to_string(),
+            protocol_versions: own.protocol_versions,
             allow_anonymous,
             #[cfg(feature = "auth")]
             passwords,
@@ -92,11 +95,19 @@ impl Loaded {
 /// opened: when the settings have their own `[[listener]]`s, rules follow their order.
 pub fn load(settings: &Settings) -> Result<AccessRules, ConfigError> {
     let mut loaded = Loaded::default();
-    let fallback = loaded.rules(&ListenerAuth::default(), settings)?;
+    let fallback = loaded.rules(&ListenerAuth::default(), "", settings)?;
     let listeners = settings
         .listener_auth
         .iter()
-        .map(|own| loaded.rules(own, settings))
+        .enumerate()
+        .map(|(index, own)| {
+            let name = settings
+                .listeners
+                .get(index)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            loaded.rules(own, &name, settings)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AccessRules {
         listeners,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use femtomq_core::broker::Config as EngineConfig;
 use femtomq_core::topic::SharedStrategy;
 use femtomq_posix::auth::ThrottleConfig;
-use femtomq_posix::{ListenerSpec, TlsFiles, Transport};
+use femtomq_posix::{ListenerSpec, ProtocolVersions, TlsFiles, Transport};
 
 use crate::toml::{self, Entry, Table, Value};
 
@@ -109,6 +109,8 @@ pub struct ListenerAuth {
     pub acl_file: Option<PathBuf>,
     /// `allow_anonymous` of this `[[listener]]`.
     pub allow_anonymous: Option<bool>,
+    /// `protocol_versions` of this `[[listener]]` (all by default).
+    pub protocol_versions: ProtocolVersions,
 }
 
 /// `[http_auth]`: the HTTP callout, as written (URLs are resolved when the rules are loaded).
@@ -256,6 +258,48 @@ impl Reader<'_> {
         }
     }
 
+    /// A non-empty array of protocol versions: `["5", "3.1.1", "3.1"]`.
+    fn protocol_versions(
+        &self,
+        entry: &Entry,
+        path: &str,
+    ) -> Result<ProtocolVersions, ConfigError> {
+        let expected = "expected an array of protocol versions such as [\"5\", \"3.1.1\", \"3.1\"]";
+        let Value::Array(items) = &entry.value else {
+            return Err(self.error(
+                entry.line,
+                path,
+                format!("{expected}, found {}", entry.value.type_name()),
+            ));
+        };
+        let mut versions = ProtocolVersions::NONE;
+        for item in items {
+            let Value::String(name) = item else {
+                return Err(self.error(
+                    entry.line,
+                    path,
+                    format!("{expected}, found {} in it", item.type_name()),
+                ));
+            };
+            let version = ProtocolVersions::parse_version(name).ok_or_else(|| {
+                self.error(
+                    entry.line,
+                    path,
+                    format!("`{name}` is not a protocol version (5, 3.1.1 or 3.1)"),
+                )
+            })?;
+            versions = versions.with(version);
+        }
+        if versions.is_empty() {
+            return Err(self.error(
+                entry.line,
+                path,
+                "a listener must accept at least one protocol version",
+            ));
+        }
+        Ok(versions)
+    }
+
     fn string<'v>(&self, entry: &'v Entry, path: &str) -> Result<&'v str, ConfigError> {
         match &entry.value {
             Value::String(value) => Ok(value),
@@ -356,6 +400,7 @@ impl Settings {
     fn apply_listener(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
         let mut url = None;
         let mut auth = ListenerAuth::default();
+        let mut max_connections = None;
         let mut tls = TlsFiles::default();
         // The first TLS key, for an error on a listener without TLS.
         let mut tls_key = None;
@@ -379,11 +424,17 @@ impl Settings {
                 "password_file" => auth.password_file = Some(reader.path(entry, &path)?),
                 "acl_file" => auth.acl_file = Some(reader.path(entry, &path)?),
                 "allow_anonymous" => auth.allow_anonymous = Some(reader.boolean(entry, &path)?),
+                "protocol_versions" => {
+                    auth.protocol_versions = reader.protocol_versions(entry, &path)?
+                }
+                "max_connections" => {
+                    max_connections = Some(reader.integer(entry, &path, 1, U32_MAX)?)
+                }
                 _ => {
                     return Err(reader.error(
                         entry.line,
                         &path,
-                        "unknown key (expected url, password_file, acl_file, allow_anonymous, cert, key, cafile, require_certificate or use_identity_as_username)",
+                        "unknown key (expected url, password_file, acl_file, allow_anonymous, protocol_versions, max_connections, cert, key, cafile, require_certificate or use_identity_as_username)",
                     ));
                 }
             }
@@ -397,6 +448,7 @@ impl Settings {
         };
         let mut spec =
             ListenerSpec::parse(url).map_err(|e| reader.error(line, "listener.url", e.0))?;
+        spec.max_connections = max_connections;
         let is_tls = matches!(spec.transport, Transport::Tls | Transport::WebSocketTls);
         match tls_key {
             Some((line, key)) if !is_tls => {
@@ -789,6 +841,7 @@ mod tests {
                 password_file: Some(PathBuf::from("/p2")),
                 acl_file: None,
                 allow_anonymous: Some(true),
+                protocol_versions: ProtocolVersions::ALL,
             }]
         );
         let http = settings.http_auth.unwrap();
@@ -987,6 +1040,76 @@ mod tests {
             error.contains("`persist.directory`: unknown key"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn listener_protocol_versions_and_max_connections() {
+        let settings = parse(
+            "[[listener]]\nurl = \"127.0.0.1:1\"\nprotocol_versions = [\"5\"]\nmax_connections = 2\n\
+             [[listener]]\nurl = \"127.0.0.1:2\"\nprotocol_versions = [\"3.1.1\", \"3.1\"]\n\
+             [[listener]]\nurl = \"127.0.0.1:3\"\n",
+        )
+        .unwrap();
+        use femtomq_core::ProtocolVersion::{V3_1, V3_1_1, V5};
+        let versions: Vec<_> = settings
+            .listener_auth
+            .iter()
+            .map(|auth| [V5, V3_1_1, V3_1].map(|version| auth.protocol_versions.contains(version)))
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                [true, false, false],
+                [false, true, true],
+                [true, true, true]
+            ]
+        );
+        let bounds: Vec<_> = settings
+            .listeners
+            .iter()
+            .map(|spec| spec.max_connections)
+            .collect();
+        assert_eq!(bounds, [Some(2), None, None]);
+        // "5.0" is also MQTT 5.
+        let five =
+            parse("[[listener]]\nurl = \"127.0.0.1:1\"\nprotocol_versions = [\"5.0\"]").unwrap();
+        assert_eq!(
+            five.listener_auth[0].protocol_versions,
+            ProtocolVersions::NONE.with(V5)
+        );
+    }
+
+    #[test]
+    fn listener_protocol_versions_and_max_connections_errors() {
+        for (text, expected) in [
+            (
+                "[[listener]]\nurl = \"127.0.0.1:1\"\nprotocol_versions = [\"5\", \"4\"]",
+                "test.toml:3: `listener.protocol_versions`: `4` is not a protocol version (5, 3.1.1 or 3.1)",
+            ),
+            (
+                "[[listener]]\nurl = \"127.0.0.1:1\"\n\nprotocol_versions = []",
+                "test.toml:4: `listener.protocol_versions`: a listener must accept at least one protocol version",
+            ),
+            (
+                "[[listener]]\nurl = \"127.0.0.1:1\"\nprotocol_versions = \"5\"",
+                "test.toml:3: `listener.protocol_versions`: expected an array of protocol versions",
+            ),
+            (
+                "[[listener]]\nurl = \"127.0.0.1:1\"\nprotocol_versions = [5]",
+                "test.toml:3: `listener.protocol_versions`: expected an array of protocol versions such as [\"5\", \"3.1.1\", \"3.1\"], found an integer in it",
+            ),
+            (
+                "[[listener]]\nurl = \"127.0.0.1:1\"\nmax_connections = 0",
+                "test.toml:3: `listener.max_connections`: 0 is out of range",
+            ),
+            (
+                "[[listener]]\nurl = \"127.0.0.1:1\"\nmax_connections = \"2\"",
+                "test.toml:3: `listener.max_connections`: expected an integer, found a string",
+            ),
+        ] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{text:?}: {error}");
+        }
     }
 
     #[test]

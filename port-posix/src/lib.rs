@@ -22,7 +22,7 @@ mod transport;
 #[cfg(feature = "ws")]
 pub mod ws;
 
-pub use auth::{AccessRules, AuthFileError, ListenerRules};
+pub use auth::{AccessRules, AuthFileError, ListenerRules, ProtocolVersions};
 pub use femtomq_core as core;
 pub use listener::{ListenerSpec, ListenerSpecError, TlsFiles, Transport};
 pub use server::{Control, ReloadOutcome, ServerConfig, run};

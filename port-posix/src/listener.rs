@@ -30,6 +30,9 @@ pub struct ListenerSpec {
     /// The certificate files and client-certificate settings of a TLS listener (`mqtts://`,
     /// `wss://`); set by the configuration, not by the URL.
     pub tls: Option<TlsFiles>,
+    /// The most connections this listener holds at once, over all workers (`None`: only the
+    /// global limit). One more is closed at accept.
+    pub max_connections: Option<u32>,
 }
 
 /// The files and client-certificate settings of a TLS listener.
@@ -110,6 +113,7 @@ impl ListenerSpec {
             address,
             path,
             tls: None,
+            max_connections: None,
         })
     }
 }

@@ -6,6 +6,7 @@ use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +47,74 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Sockets accepted beyond `max_connections` (to answer CONNACK 0x97) before new ones are
 /// closed at once.
 const ACCEPT_SLACK: usize = 64;
+
+/// The connection count of a listener with its own `max_connections`, shared by the workers.
+struct ListenerLimit {
+    /// The listener, for log lines.
+    name: String,
+    max: usize,
+    open: AtomicUsize,
+    /// When a refusal was last logged (whole seconds since `start`, plus one; 0: never), and
+    /// how many refusals were not logged since. 32 bits: 32-bit MIPS has no 64-bit atomics.
+    last_log: AtomicU32,
+    unlogged: AtomicUsize,
+    start: std::time::Instant,
+}
+
+/// Refusals of one listener are logged at most once in this many seconds.
+const REFUSAL_LOG_INTERVAL_S: u32 = 1;
+
+impl ListenerLimit {
+    /// A slot on the listener, or `None` when it is full (the refusal is logged, at most once a
+    /// second).
+    fn acquire(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            });
+        if taken.is_ok() {
+            return Some(Slot(Some(self.clone())));
+        }
+        let now = u32::try_from(self.start.elapsed().as_secs())
+            .unwrap_or(u32::MAX - 1)
+            .saturating_add(1);
+        let last = self.last_log.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= REFUSAL_LOG_INTERVAL_S;
+        if due
+            && self
+                .last_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+            let more = if unlogged > 0 {
+                format!(" ({unlogged} more refused since the last report)")
+            } else {
+                String::new()
+            };
+            warn!(
+                "listener {}: refusing connection from {peer}: its max_connections ({}) are open{more}",
+                self.name, self.max
+            );
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+}
+
+/// A connection's place on a listener with `max_connections`: given back when dropped (when
+/// the connection ends, however it ends). Travels with a connection handed to another worker.
+struct Slot(Option<Arc<ListenerLimit>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(limit) = self.0.take() {
+            limit.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 /// What [`run`] serves.
 #[derive(Debug, Clone)]
@@ -100,6 +169,8 @@ enum Mail {
         listener: u16,
         /// The TLS and WebSocket state of the connection, on such listeners.
         layers: Option<Box<Layers>>,
+        /// Its place on its listener.
+        slot: Slot,
     },
     /// Copies of messages for this worker's sessions.
     Deliveries(Vec<RemoteDelivery>),
@@ -219,6 +290,8 @@ struct Shared {
     wrappings: Arc<[Option<Wrapping>]>,
     /// Certificate names of the connections of `use_identity_as_username` listeners.
     identities: Rc<Identities>,
+    /// Connection counts by listener index (`None`: no `max_connections` of its own).
+    limits: Arc<[Option<Arc<ListenerLimit>>]>,
     /// This worker's persistent store (records go to its writer thread after each call).
     #[cfg(feature = "persist")]
     store: RefCell<Option<crate::persist::Store>>,
@@ -404,6 +477,22 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         .map(|(_, _, listener, wrapping)| (listener, wrapping))
         .unzip();
     let wrappings: Arc<[Option<Wrapping>]> = wrappings.into();
+    let start = std::time::Instant::now();
+    let limits: Arc<[Option<Arc<ListenerLimit>>]> = addresses
+        .iter()
+        .map(|spec| {
+            spec.max_connections.map(|max| {
+                Arc::new(ListenerLimit {
+                    name: spec.to_string(),
+                    max: max as usize,
+                    open: AtomicUsize::new(0),
+                    last_log: AtomicU32::new(0),
+                    unlogged: AtomicUsize::new(0),
+                    start,
+                })
+            })
+        })
+        .collect();
 
     let workers = usize::from(config.engine.workers.max(1));
     let mut wake_readers = Vec::new();
@@ -428,7 +517,6 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
             .collect(),
         None => Vec::new(),
     };
-    let start = std::time::Instant::now();
     let mut threads = Vec::new();
     let mut wake_readers = wake_readers.into_iter();
     let own_wake = wake_readers
@@ -447,6 +535,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
             wake,
             start,
             wrappings: wrappings.clone(),
+            limits: limits.clone(),
             #[cfg(feature = "persist")]
             store: stores.get_mut(index).and_then(Option::take),
         };
@@ -467,6 +556,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         wake: own_wake,
         start,
         wrappings,
+        limits,
         #[cfg(feature = "persist")]
         store: stores.get_mut(0).and_then(Option::take),
     };
@@ -492,6 +582,7 @@ struct WorkerSetup {
     wake: UnixStream,
     start: std::time::Instant,
     wrappings: Arc<[Option<Wrapping>]>,
+    limits: Arc<[Option<Arc<ListenerLimit>>]>,
     /// This worker's store and the records it restores.
     #[cfg(feature = "persist")]
     store: Option<(crate::persist::FileStore, Vec<femtomq_core::broker::Record>)>,
@@ -511,6 +602,7 @@ fn worker_main(
         wake,
         start,
         wrappings,
+        limits,
         #[cfg(feature = "persist")]
         store,
     } = setup;
@@ -575,6 +667,7 @@ fn worker_main(
         outbox: RefCell::new((Vec::new(), Vec::new())),
         wrappings,
         identities,
+        limits,
         #[cfg(feature = "persist")]
         store: RefCell::new(store),
     });
@@ -695,10 +788,11 @@ async fn mailbox_loop(
                     peer,
                     listener,
                     layers,
+                    slot,
                 } => match Async::new(stream) {
-                    Ok(stream) => {
-                        spawn_connection(&shared, &executor, stream, peer, listener, bytes, layers)
-                    }
+                    Ok(stream) => spawn_connection(
+                        &shared, &executor, stream, peer, listener, bytes, layers, slot,
+                    ),
                     Err(e) => warn!("handed-over connection from {peer}: {e}"),
                 },
                 Mail::Deliveries(batch) => {
@@ -741,6 +835,18 @@ async fn accept_loop(
                     );
                     continue;
                 }
+                // A listener with its own bound refuses beyond it; the others go on.
+                let slot = match shared
+                    .limits
+                    .get(usize::from(index))
+                    .and_then(Option::as_ref)
+                {
+                    Some(limit) => match limit.acquire(peer) {
+                        Some(slot) => slot,
+                        None => continue,
+                    },
+                    None => Slot(None),
+                };
                 let _ = stream.get_ref().set_nodelay(true);
                 let layers = match shared.new_layers(index) {
                     Ok(layers) => layers,
@@ -749,7 +855,16 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                spawn_connection(&shared, &executor, stream, peer, index, Vec::new(), layers);
+                spawn_connection(
+                    &shared,
+                    &executor,
+                    stream,
+                    peer,
+                    index,
+                    Vec::new(),
+                    layers,
+                    slot,
+                );
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -761,7 +876,8 @@ async fn accept_loop(
 }
 
 /// Starts the task serving a connection; `initial` holds bytes already read from it (by the
-/// worker that handed it over).
+/// worker that handed it over); `slot` is its place on its listener, given back when it ends.
+#[allow(clippy::too_many_arguments)]
 fn spawn_connection(
     shared: &Rc<Shared>,
     executor: &Rc<LocalExecutor<'static>>,
@@ -770,6 +886,7 @@ fn spawn_connection(
     listener: u16,
     initial: Vec<u8>,
     layers: Option<Box<Layers>>,
+    slot: Slot,
 ) {
     shared.open_sockets.set(shared.open_sockets.get() + 1);
     let shared = shared.clone();
@@ -784,6 +901,7 @@ fn spawn_connection(
                 listener,
                 initial,
                 layers,
+                slot,
             )
             .await;
             shared.open_sockets.set(shared.open_sockets.get() - 1);
@@ -926,6 +1044,7 @@ async fn access_loop(shared: Rc<Shared>, executor: Rc<LocalExecutor<'static>>) {
 }
 
 /// Serves one connection until either side closes it.
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     shared: &Shared,
     executor: &Rc<LocalExecutor<'static>>,
@@ -934,6 +1053,7 @@ async fn serve_connection(
     listener: u16,
     initial: Vec<u8>,
     mut layers: Option<Box<Layers>>,
+    slot: Slot,
 ) {
     let _ = executor;
     let mut pending = initial;
@@ -964,6 +1084,7 @@ async fn serve_connection(
                         peer,
                         listener,
                         layers,
+                        slot,
                     }),
                     Err(e) => debug!("connection from {peer}: {e}"),
                 }

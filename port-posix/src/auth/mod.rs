@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use femtomq_core::ProtocolVersion;
 use femtomq_core::broker::{
     Access, AccessDecision, AuthDecision, Authenticator, Authorizer, ClientInfo, ConnId,
     ConnectInfo,
@@ -98,9 +99,73 @@ impl fmt::Display for AuthFileError {
 
 impl std::error::Error for AuthFileError {}
 
+/// A set of MQTT protocol versions: those a listener accepts (all by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolVersions(u8);
+
+impl ProtocolVersions {
+    /// MQTT 5.0, 3.1.1 and 3.1.
+    pub const ALL: ProtocolVersions = ProtocolVersions(0b111);
+    /// No version (to add to).
+    pub const NONE: ProtocolVersions = ProtocolVersions(0);
+
+    const fn bit(version: ProtocolVersion) -> u8 {
+        match version {
+            ProtocolVersion::V3_1 => 1,
+            ProtocolVersion::V3_1_1 => 2,
+            ProtocolVersion::V5 => 4,
+        }
+    }
+
+    /// This set with `version` added.
+    pub const fn with(self, version: ProtocolVersion) -> ProtocolVersions {
+        ProtocolVersions(self.0 | Self::bit(version))
+    }
+
+    /// Whether `version` is in the set.
+    pub fn contains(self, version: ProtocolVersion) -> bool {
+        self.0 & Self::bit(version) != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// A version as users write it: `5` (or `5.0`), `3.1.1`, `3.1`.
+    pub fn parse_version(name: &str) -> Option<ProtocolVersion> {
+        match name {
+            "5" | "5.0" => Some(ProtocolVersion::V5),
+            "3.1.1" => Some(ProtocolVersion::V3_1_1),
+            "3.1" => Some(ProtocolVersion::V3_1),
+            _ => None,
+        }
+    }
+}
+
+impl Default for ProtocolVersions {
+    fn default() -> Self {
+        ProtocolVersions::ALL
+    }
+}
+
+/// A protocol version as users write it.
+fn version_name(version: ProtocolVersion) -> &'static str {
+    match version {
+        ProtocolVersion::V5 => "5",
+        ProtocolVersion::V3_1_1 => "3.1.1",
+        ProtocolVersion::V3_1 => "3.1",
+    }
+}
+
 /// The rules of one listener.
 #[derive(Debug, Clone)]
 pub struct ListenerRules {
+    /// The listener's name for log lines (its URL); empty: its index.
+    pub name: String,
+    /// The protocol versions it accepts; a CONNECT with another gets CONNACK 0x84 (3.1.1 and
+    /// 3.1: return code 1).
+    pub protocol_versions: ProtocolVersions,
     /// Whether clients without a user name may connect.
     pub allow_anonymous: bool,
     /// Users and their password hashes.
@@ -114,6 +179,8 @@ impl Default for ListenerRules {
     /// Anonymous access, no files: everyone may do everything.
     fn default() -> Self {
         ListenerRules {
+            name: String::new(),
+            protocol_versions: ProtocolVersions::ALL,
             allow_anonymous: true,
             #[cfg(feature = "auth")]
             passwords: None,
@@ -215,6 +282,26 @@ impl AccessHub {
         self.peers.borrow_mut().remove(&conn);
         #[cfg(feature = "auth")]
         self.scram.borrow_mut().remove(&conn);
+    }
+
+    /// Whether `info`'s protocol version is refused on its listener (logged).
+    fn version_refused(&self, info: &ConnectInfo<'_>) -> bool {
+        let rules = self.rules.borrow();
+        let listener = rules.for_listener(info.listener);
+        if listener.protocol_versions.contains(info.version) {
+            return false;
+        }
+        let name = if listener.name.is_empty() {
+            format!("#{}", info.listener)
+        } else {
+            listener.name.clone()
+        };
+        log::info!(
+            "listener {name}: client `{}` refused: MQTT {} is not accepted here",
+            info.client_id,
+            version_name(info.version)
+        );
+        true
     }
 
     fn peer(&self, conn: ConnId) -> Option<IpAddr> {
@@ -387,6 +474,10 @@ struct HubAuthenticator(Rc<AccessHub>);
 
 impl Authenticator for HubAuthenticator {
     fn authenticate(&mut self, info: &ConnectInfo<'_>) -> AuthDecision {
+        // Not a failed login: the throttle does not count it.
+        if self.0.version_refused(info) {
+            return AuthDecision::Deny(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+        }
         if self.0.throttled(info) {
             return AuthDecision::Deny(ReasonCode::CONNECTION_RATE_EXCEEDED);
         }
@@ -402,6 +493,9 @@ impl Authenticator for HubAuthenticator {
         method: &str,
         data: Option<&[u8]>,
     ) -> AuthDecision {
+        if self.0.version_refused(info) {
+            return AuthDecision::Deny(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+        }
         if self.0.throttled(info) {
             return AuthDecision::Deny(ReasonCode::CONNECTION_RATE_EXCEEDED);
         }
