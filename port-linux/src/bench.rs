@@ -5,6 +5,10 @@
 //! generator's own CPU stays well below the broker's (it is reported, so this can be checked).
 //! Payloads carry a send timestamp and a sequence number: subscribers measure latency and loss.
 //! Given the broker's pid, its CPU seconds (utime + stime) and RSS are read from /proc.
+//!
+//! With `FEMTOMQ_BENCH_PERSISTENT_SUBSCRIBERS=1` in the environment, subscribers connect with
+//! clean session 0, so the broker keeps (and, with persistence, stores) their sessions and
+//! queues (`cargo xtask bench persist`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -155,7 +159,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn open(address: &str, client_id: &str) -> Result<Connection, String> {
+    fn open(address: &str, client_id: &str, clean_start: bool) -> Result<Connection, String> {
         let stream = TcpStream::connect(address).map_err(|e| format!("connect {address}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream
@@ -166,7 +170,7 @@ impl Connection {
         encode(
             &Packet::Connect(Connect {
                 version: VERSION,
-                clean_start: true,
+                clean_start,
                 keep_alive: 60,
                 properties: ConnectProperties::default(),
                 client_id,
@@ -454,6 +458,11 @@ fn sample_rss(pid: Option<u32>, stop: Arc<AtomicBool>) -> thread::JoinHandle<Opt
     })
 }
 
+/// Whether subscribers keep their sessions (clean session 0): see the module documentation.
+fn persistent_subscribers() -> bool {
+    std::env::var_os("FEMTOMQ_BENCH_PERSISTENT_SUBSCRIBERS").is_some_and(|v| v == "1")
+}
+
 fn traffic(config: &BenchConfig) -> Result<BenchReport, String> {
     let epoch = Instant::now();
     let tally = Arc::new(Tally::default());
@@ -469,7 +478,11 @@ fn traffic(config: &BenchConfig) -> Result<BenchReport, String> {
     };
     let mut subscriber_threads = Vec::new();
     for index in 0..subscribers {
-        let mut connection = Connection::open(&config.address, &format!("bench-sub-{index}"))?;
+        let mut connection = Connection::open(
+            &config.address,
+            &format!("bench-sub-{index}"),
+            !persistent_subscribers(),
+        )?;
         connection.subscribe(&topic_of(index), config.qos)?;
         let (tally, stop) = (tally.clone(), stop_subscribers.clone());
         let qos = config.qos;
@@ -482,6 +495,7 @@ fn traffic(config: &BenchConfig) -> Result<BenchReport, String> {
         connections.push(Connection::open(
             &config.address,
             &format!("bench-pub-{index}"),
+            true,
         )?);
     }
     let stop_sampler = Arc::new(AtomicBool::new(false));
@@ -557,6 +571,7 @@ fn conns(config: &BenchConfig) -> Result<BenchReport, String> {
         connections.push(Connection::open(
             &config.address,
             &format!("bench-idle-{index}"),
+            true,
         )?);
     }
     let held = config.broker_pid.and_then(rss_kb);

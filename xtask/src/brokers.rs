@@ -116,6 +116,17 @@ impl Drop for Running {
 }
 
 fn start(broker: Broker, femtomq: &Path, scratch: &Path) -> Result<Running> {
+    start_with(broker, femtomq, scratch, &[], "")
+}
+
+/// Starts a broker with extra femtomq flags or extra Mosquitto configuration lines.
+fn start_with(
+    broker: Broker,
+    femtomq: &Path,
+    scratch: &Path,
+    femtomq_extra: &[String],
+    mosquitto_extra: &str,
+) -> Result<Running> {
     let port = free_port()?;
     let mut child = match broker {
         Broker::Femtomq => Command::new(femtomq)
@@ -128,6 +139,7 @@ fn start(broker: Broker, femtomq: &Path, scratch: &Path) -> Result<Running> {
                 "--max-connections",
                 "20000",
             ])
+            .args(femtomq_extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn(),
@@ -135,7 +147,9 @@ fn start(broker: Broker, femtomq: &Path, scratch: &Path) -> Result<Running> {
             let config = scratch.join(format!("mosquitto-{port}.conf"));
             std::fs::write(
                 &config,
-                format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"),
+                format!(
+                    "{mosquitto_extra}listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
+                ),
             )
             .map_err(|e| e.to_string())?;
             Command::new("mosquitto")
@@ -357,18 +371,365 @@ fn today() -> String {
 
 /// Replaces the text between the brokers markers of BENCHMARKS.md (appending them if absent).
 pub fn write_report(benchmarks: &PathBuf, report: &str) -> Result {
-    const BEGIN: &str = "<!-- brokers:begin -->";
-    const END: &str = "<!-- brokers:end -->";
+    write_section(benchmarks, "brokers", "Brokers side by side", report)
+}
+
+/// Replaces the text between the `<!-- NAME:begin -->` and `<!-- NAME:end -->` markers of
+/// BENCHMARKS.md, or appends them under a new `## HEADING` if absent.
+fn write_section(benchmarks: &PathBuf, name: &str, heading: &str, report: &str) -> Result {
+    let begin = format!("<!-- {name}:begin -->");
+    let end_marker = format!("<!-- {name}:end -->");
     let text = std::fs::read_to_string(benchmarks).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let section = format!("{BEGIN}\n{report}{END}");
-    let updated = match (text.find(BEGIN), text.find(END)) {
+    let section = format!("{begin}\n{report}{end_marker}");
+    let updated = match (text.find(&begin), text.find(&end_marker)) {
         (Some(start), Some(end)) if end > start => {
-            format!("{}{section}{}", &text[..start], &text[end + END.len()..])
+            format!(
+                "{}{section}{}",
+                &text[..start],
+                &text[end + end_marker.len()..]
+            )
         }
-        _ => format!(
-            "{}\n## Brokers side by side\n\n{section}\n",
-            text.trim_end()
-        ),
+        _ => format!("{}\n\n## {heading}\n\n{section}\n", text.trim_end()),
     };
     std::fs::write(benchmarks, updated).map_err(|e| e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// `cargo xtask bench persist`: QoS 1 fan-in into a persistent subscriber, femtomq with each
+// sync mode and without persistence, and Mosquitto with `persistence true`.
+
+/// Fan-in shapes for the persistence benchmark (the subscriber keeps its session).
+const PERSIST_SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "fan-in 4->1, 64 B, QoS 1, persistent subscriber",
+        args: &["fanin", "-n", "4", "-q", "1", "-s", "64", "-d", "4"],
+    },
+    Scenario {
+        name: "fan-in 16->1, 64 B, QoS 1, persistent subscriber",
+        args: &["fanin", "-n", "16", "-q", "1", "-s", "64", "-d", "4"],
+    },
+];
+
+/// One broker configuration of the persistence benchmark.
+struct Target {
+    name: &'static str,
+    broker: Broker,
+    /// `--sync` mode for femtomq with `--persist-dir`; `None` for no persistence.
+    sync: Option<&'static str>,
+    /// Mosquitto configuration lines besides persistence and the listener.
+    mosquitto: &'static str,
+}
+
+/// Index in TARGETS of the Mosquitto configuration the ratios compare with.
+const MOSQUITTO: usize = 4;
+
+const TARGETS: &[Target] = &[
+    Target {
+        name: "femtomq sync=always",
+        broker: Broker::Femtomq,
+        sync: Some("always"),
+        mosquitto: "",
+    },
+    Target {
+        name: "femtomq sync=interval (1 s)",
+        broker: Broker::Femtomq,
+        sync: Some("interval"),
+        mosquitto: "",
+    },
+    Target {
+        name: "femtomq sync=never",
+        broker: Broker::Femtomq,
+        sync: Some("never"),
+        mosquitto: "",
+    },
+    Target {
+        name: "femtomq in memory",
+        broker: Broker::Femtomq,
+        sync: None,
+        mosquitto: "",
+    },
+    Target {
+        name: "Mosquitto persistence true",
+        broker: Broker::Mosquitto,
+        sync: None,
+        mosquitto: "",
+    },
+    Target {
+        name: "Mosquitto persistence true, tuned",
+        broker: Broker::Mosquitto,
+        sync: None,
+        mosquitto: "set_tcp_nodelay true\nmax_queued_messages 0\n",
+    },
+];
+
+/// A persistence run: the generator's sample plus what the broker wrote.
+#[derive(Clone, Copy)]
+struct PersistSample {
+    sample: Sample,
+    /// Bytes the broker caused to be written to storage during the load (/proc/PID/io).
+    write_bytes: f64,
+    /// Bytes in the store directory after a graceful stop (SIGTERM).
+    store_bytes: f64,
+}
+
+/// `write_bytes` of /proc/PID/io: bytes this process caused to be sent to storage.
+fn write_bytes(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn dir_bytes(dir: &Path) -> f64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum::<u64>() as f64
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// SIGTERM, then up to 10 s for the broker to save and exit (SIGKILL by Drop otherwise).
+fn stop_gracefully(running: &mut Running) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(_)) = running.child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn persist_once(
+    target: &Target,
+    scenario: &Scenario,
+    femtomq: &Path,
+    scratch: &Path,
+    run: usize,
+) -> Result<PersistSample> {
+    let store = scratch.join(format!(
+        "persist-{}-{run}-{}",
+        target.name.replace([' ', '=', '(', ')'], ""),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&store);
+    std::fs::create_dir_all(&store).map_err(|e| e.to_string())?;
+    let mut femtomq_extra = Vec::new();
+    let mut mosquitto_extra = String::new();
+    match (target.broker, target.sync) {
+        (Broker::Femtomq, Some(sync)) => {
+            femtomq_extra.extend([
+                "--persist-dir".to_string(),
+                store.display().to_string(),
+                "--sync".to_string(),
+                sync.to_string(),
+            ]);
+        }
+        (Broker::Femtomq, None) => {}
+        (Broker::Mosquitto, _) => {
+            // Started as root, Mosquitto drops to the `mosquitto` user: let it write there.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| e.to_string())?;
+            mosquitto_extra = format!(
+                "persistence true\npersistence_location {}/\n{}",
+                store.display(),
+                target.mosquitto
+            );
+        }
+    }
+    let mut running = start_with(
+        target.broker,
+        femtomq,
+        scratch,
+        &femtomq_extra,
+        &mosquitto_extra,
+    )?;
+    thread::sleep(Duration::from_millis(300));
+    let pid = running.child.id();
+    let written_before = write_bytes(pid);
+    let output = Command::new(femtomq)
+        .arg("bench")
+        .args(scenario.args)
+        .args([
+            "-p",
+            &running.port.to_string(),
+            "--broker-pid",
+            &pid.to_string(),
+            "--json",
+        ])
+        .env("FEMTOMQ_BENCH_PERSISTENT_SUBSCRIBERS", "1")
+        .output()
+        .map_err(|e| format!("femtomq bench: {e}"))?;
+    let written = write_bytes(pid) - written_before;
+    if !output.status.success() {
+        return Err(format!(
+            "femtomq bench {} against {} failed: {}",
+            scenario.args.join(" "),
+            target.name,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    stop_gracefully(&mut running);
+    drop(running);
+    let store_bytes = dir_bytes(&store);
+    let _ = std::fs::remove_dir_all(&store);
+    Ok(PersistSample {
+        sample: parse(String::from_utf8_lossy(&output.stdout).trim()),
+        write_bytes: written,
+        store_bytes,
+    })
+}
+
+/// Bytes as B, KB or MB.
+fn size(bytes: f64) -> String {
+    if !bytes.is_finite() {
+        "-".into()
+    } else if bytes >= 1024.0 * 1024.0 {
+        format!("{:.1} MB", bytes / (1024.0 * 1024.0))
+    } else if bytes >= 1024.0 {
+        format!("{:.0} KB", bytes / 1024.0)
+    } else {
+        format!("{bytes:.0} B")
+    }
+}
+
+fn with_range(values: &[f64]) -> String {
+    let (min, max) = spread(values);
+    format!(
+        "{} ({}..{})",
+        human(median(&mut values.to_vec())),
+        human(min),
+        human(max)
+    )
+}
+
+/// Runs every persistence scenario `runs` times per target and returns the Markdown report.
+pub fn run_persist(root: &Path, femtomq: &Path, runs: usize, command: &str) -> Result<String> {
+    if Command::new("mosquitto").arg("-h").output().is_err() {
+        return Err("mosquitto is not installed: run `cargo xtask setup`".into());
+    }
+    let scratch = root.join("target").join("bench");
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "Command: `{command}`, {runs} runs per broker and scenario, brokers rotating, a fresh \
+         store directory each run (ext4 under target/bench). The subscriber connects with clean \
+         session 0 (`FEMTOMQ_BENCH_PERSISTENT_SUBSCRIBERS=1`), so its queue is persistent."
+    );
+    let _ = writeln!(
+        report,
+        "Machine: {}, {} cores. Date: {}.\n",
+        machine(),
+        cores(),
+        today()
+    );
+    let _ = writeln!(
+        report,
+        "| scenario | broker | delivered msg/s (median, min..max) | msgs per broker CPU-s (median, min..max) | loss | p99 latency | bytes written per msg | store after stop | generator CPU s |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|");
+    let mut ratios = String::new();
+    for scenario in PERSIST_SCENARIOS {
+        let mut samples: Vec<Vec<PersistSample>> = TARGETS.iter().map(|_| Vec::new()).collect();
+        for run in 0..runs {
+            for offset in 0..TARGETS.len() {
+                let index = (run + offset) % TARGETS.len();
+                let target = &TARGETS[index];
+                eprintln!(
+                    "bench: {} on {} (run {}/{runs})",
+                    scenario.name,
+                    target.name,
+                    run + 1
+                );
+                samples[index].push(persist_once(target, scenario, femtomq, &scratch, run)?);
+            }
+        }
+        let medians: Vec<(f64, f64)> = samples
+            .iter()
+            .map(|s| {
+                (
+                    median(&mut s.iter().map(|p| p.sample.rate).collect::<Vec<_>>()),
+                    median(&mut s.iter().map(|p| p.sample.per_cpu).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        let mosquitto = medians[MOSQUITTO];
+        let tuned = medians[MOSQUITTO + 1];
+        for (target, runs) in TARGETS.iter().zip(&samples) {
+            let collect =
+                |f: &dyn Fn(&PersistSample) -> f64| runs.iter().map(f).collect::<Vec<_>>();
+            let loss = median(&mut collect(&|p| {
+                (p.sample.expected - p.sample.received).max(0.0) / p.sample.expected.max(1.0)
+            }));
+            let p99_ms = median(&mut collect(&|p| p.sample.p99_us / 1000.0));
+            let per_message = median(&mut collect(&|p| {
+                p.write_bytes / p.sample.received.max(1.0)
+            }));
+            let store = median(&mut collect(&|p| p.store_bytes));
+            let generator = median(&mut collect(&|p| p.sample.generator_cpu));
+            let _ = writeln!(
+                report,
+                "| {} | {} | {} | {} | {:.2}% | {:.1} ms | {} | {} | {:.2} |",
+                scenario.name,
+                target.name,
+                with_range(&collect(&|p| p.sample.rate)),
+                with_range(&collect(&|p| p.sample.per_cpu)),
+                loss * 100.0,
+                p99_ms,
+                if per_message.is_finite() {
+                    format!("{per_message:.0} B")
+                } else {
+                    "-".into()
+                },
+                size(store),
+                generator
+            );
+        }
+        for (target, (rate, per_cpu)) in TARGETS.iter().zip(&medians).take(MOSQUITTO) {
+            let _ = writeln!(
+                ratios,
+                "- {}, {}: **{:.2}x** Mosquitto's delivered msg/s ({:.2}x the tuned one's), \
+                 **{:.2}x** its msgs per broker CPU-second ({:.2}x)",
+                scenario.name,
+                target.name,
+                rate / mosquitto.0,
+                rate / tuned.0,
+                per_cpu / mosquitto.1,
+                per_cpu / tuned.1
+            );
+        }
+    }
+    let _ = writeln!(
+        report,
+        "\n\"Bytes written per msg\" is the broker's `write_bytes` (/proc/PID/io) during the load \
+         over messages delivered; \"store after stop\" is the store directory after SIGTERM.\n"
+    );
+    let _ = writeln!(
+        report,
+        "Ratios vs Mosquitto with `persistence true` (in parentheses: vs the tuned Mosquitto, \
+         `set_tcp_nodelay true` and `max_queued_messages 0`), medians:\n\n{ratios}"
+    );
+    Ok(report)
+}
+
+/// Writes the persistence report between the persist markers of BENCHMARKS.md.
+pub fn write_persist_report(benchmarks: &PathBuf, report: &str) -> Result {
+    write_section(
+        benchmarks,
+        "persist",
+        "Persistence: QoS 1 with each sync mode",
+        report,
+    )
 }

@@ -68,6 +68,12 @@ pub fn build_command(args: &[String]) -> Result {
 /// Cross-builds `board` (with its `features`, or with none and its `minimal-features` when
 /// `minimal`), keeps the unstripped binary for size-report and strips a copy.
 pub fn build(board: &Board, minimal: bool) -> Result<Built> {
+    build_features(board, minimal, &[])
+}
+
+/// [`build`] with `extra` cargo features on top (for the cost of one feature); the binaries go
+/// to a folder named after them.
+pub fn build_features(board: &Board, minimal: bool, extra: &[&str]) -> Result<Built> {
     let root = workspace_root();
     let target_dir = root.join(CROSS_TARGET_DIR);
     let mut command = match board.flavour {
@@ -110,12 +116,13 @@ pub fn build(board: &Board, minimal: bool) -> Result<Built> {
             ),
             "false",
         );
-    let features = if minimal {
+    let mut features: Vec<String> = if minimal {
         command.arg("--no-default-features");
-        &board.minimal_features
+        board.minimal_features.clone()
     } else {
-        &board.features
+        board.features.clone()
     };
+    features.extend(extra.iter().map(|f| f.to_string()));
     if !features.is_empty() {
         command.arg("--features").arg(features.join(","));
     }
@@ -151,11 +158,16 @@ pub fn build(board: &Board, minimal: bool) -> Result<Built> {
         };
     }
     let built = out_dir.join(&board.package);
-    let board_dir = target_dir.join("boards").join(if minimal {
+    let mut folder = if minimal {
         format!("{}-minimal", board.name)
     } else {
         board.name.clone()
-    });
+    };
+    for feature in extra {
+        folder.push('+');
+        folder.push_str(feature);
+    }
+    let board_dir = target_dir.join("boards").join(folder);
     std::fs::create_dir_all(&board_dir)
         .map_err(|e| format!("cannot create {}: {e}", board_dir.display()))?;
     let unstripped = board_dir.join(format!("{}.unstripped", board.package));
@@ -223,6 +235,61 @@ pub fn size(builds: &[(Board, bool)]) -> Result {
     }
     command.arg("--json").arg(&json).args(&report_args);
     run(&mut command)
+}
+
+/// The optional features of the `femtomq` package whose cost `cargo xtask feature-cost` measures.
+const OPTIONAL_FEATURES: &[&str] = &["auth", "tls", "ws", "persist"];
+
+/// `cargo xtask feature-cost --board NAME...`: for each board, the stripped size of the minimal
+/// build, of the minimal build plus each optional feature alone, and of the default build; prints
+/// a Markdown table of what each feature costs on each board.
+pub fn feature_cost_command(args: &[String]) -> Result {
+    let mut names = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--board" => names.push(
+                args.next()
+                    .ok_or("feature-cost: --board needs a NAME")?
+                    .clone(),
+            ),
+            other => return Err(format!("feature-cost: unknown argument `{other}`")),
+        }
+    }
+    if names.is_empty() {
+        return Err("feature-cost: name at least one --board (see boards/)".into());
+    }
+    let mut rows = Vec::new();
+    for name in &names {
+        let board = board(name)?;
+        let size = |built: Built| -> Result<u64> {
+            std::fs::metadata(&built.artifact)
+                .map(|m| m.len())
+                .map_err(|e| format!("{}: {e}", built.artifact.display()))
+        };
+        let minimal = size(build(&board, true)?)?;
+        let mut costs = Vec::new();
+        for feature in OPTIONAL_FEATURES {
+            let with = size(build_features(&board, true, &[feature])?)?;
+            costs.push(with as i64 - minimal as i64);
+        }
+        let default = size(build(&board, false)?)?;
+        rows.push((name.clone(), minimal, costs, default));
+    }
+    println!(
+        "| board | minimal B | {} | default B |",
+        OPTIONAL_FEATURES
+            .iter()
+            .map(|f| format!("+{f}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|--:|{}--:|", "--:|".repeat(OPTIONAL_FEATURES.len()));
+    for (name, minimal, costs, default) in rows {
+        let costs: Vec<String> = costs.iter().map(|c| format!("{c:+}")).collect();
+        println!("| {name} | {minimal} | {} | {default} |", costs.join(" | "));
+    }
+    Ok(())
 }
 
 /// Debian's Mosquitto, measured alongside as the reference.

@@ -67,6 +67,7 @@ fn main() -> ExitCode {
         Some("test") => cross::test_command(&args[1..]),
         Some("size") => cross::size_command(&args[1..]),
         Some("package") => package::package_command(&args[1..]),
+        Some("feature-cost") => cross::feature_cost_command(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
@@ -104,9 +105,15 @@ Commands:
   package openwrt|deb --board NAME [--minimal]
                      build for the board and assemble an OpenWrt .ipk (boards with an
                      openwrt-arch: mipsel-openwrt) or a Debian .deb; prints its path last
+  feature-cost --board NAME...
+                     stripped size of each board's minimal build, of it plus each optional
+                     feature (auth, tls, ws, persist) alone, and of the default build
   fuzz [SECONDS]     run each cargo-fuzz target for SECONDS (default 60); not part of ci
   bench [codec]      run the codec benchmark (results go to BENCHMARKS.md by hand)
   bench brokers [N]  femtomq against Mosquitto, N runs each (default 3), into BENCHMARKS.md
+  bench persist [N]  QoS 1 fan-in to a persistent subscriber: femtomq with sync = always,
+                     interval, never and in memory, and Mosquitto with persistence true,
+                     N runs each (default 3), into BENCHMARKS.md
   bench engine       instructions per message on the engine's hot path (callgrind)",
         targets = BARE_METAL_TARGETS.join(" and ")
     );
@@ -481,8 +488,9 @@ fn bench_engine_instructions() -> Result {
     Ok(())
 }
 
-/// `cargo xtask bench [codec | brokers [RUNS]]`: the codec micro-benchmark (default), or
-/// femtomq against Mosquitto with the results written into BENCHMARKS.md.
+/// `cargo xtask bench [codec | brokers [RUNS] | persist [RUNS] | engine]`: the codec
+/// micro-benchmark (default), or femtomq against Mosquitto (all scenarios, or QoS 1 with each
+/// persistence sync mode) with the results written into BENCHMARKS.md.
 fn bench(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
         None | Some("codec") => {
@@ -503,9 +511,24 @@ fn bench(args: &[String]) -> Result {
             println!("{report}");
             brokers::write_report(&root.join("BENCHMARKS.md"), &report)
         }
+        Some("persist") => {
+            let runs: usize = match args.get(1) {
+                Some(text) => text
+                    .parse()
+                    .map_err(|_| format!("bench persist: `{text}` is not a number of runs"))?,
+                None => 3,
+            };
+            run(cargo().args(["build", "--release", "--package", "femtomq"]))?;
+            let root = workspace_root();
+            let femtomq = root.join("target").join("release").join("femtomq");
+            let command = format!("cargo xtask bench persist {runs}");
+            let report = brokers::run_persist(&root, &femtomq, runs, &command)?;
+            println!("{report}");
+            brokers::write_persist_report(&root.join("BENCHMARKS.md"), &report)
+        }
         Some("engine") => bench_engine_instructions(),
         Some(other) => Err(format!(
-            "bench: unknown suite `{other}` (codec, engine or brokers)"
+            "bench: unknown suite `{other}` (codec, engine, brokers or persist)"
         )),
     }
 }
