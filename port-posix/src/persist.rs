@@ -543,6 +543,10 @@ impl Store {
             written: seq,
             pending: Vec::new(),
             pending_seq: 0,
+            file_cap: file_size_limit().map_or(u64::MAX, file_cap),
+            failing: false,
+            cap_logged: false,
+            compact_failed: false,
         };
         std::thread::Builder::new()
             .name("femtomq-store".into())
@@ -567,7 +571,7 @@ impl Store {
         if full != broker.store_full() {
             if full {
                 error!(
-                    "persistence: store full (max_bytes or disk); new persistent messages are refused with 0x97"
+                    "persistence: store full (max_bytes, disk or file size limit); new persistent messages are refused with 0x97"
                 );
             } else {
                 info!("persistence: store has room again");
@@ -613,6 +617,35 @@ struct Writer {
     /// A block that could not be written (disk full), retried.
     pending: Vec<u8>,
     pending_seq: u64,
+    /// Log size above which the store counts as full: the file size limit (RLIMIT_FSIZE) less
+    /// a reserve for the blocks of messages accepted before the engine learns it is full. A
+    /// write that fails holds every acknowledgement until it succeeds, so the store must say
+    /// it is full before the write fails.
+    file_cap: u64,
+    /// Whether the last write failed (logged once per episode), the file cap was logged, the
+    /// last compaction failed (not asked for again until one succeeds).
+    failing: bool,
+    cap_logged: bool,
+    compact_failed: bool,
+}
+
+/// The soft file size limit of this process (RLIMIT_FSIZE, from `/proc/self/limits`); `None`
+/// if unlimited or unknown.
+fn file_size_limit() -> Option<u64> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    parse_file_size_limit(&limits)
+}
+
+/// The soft "Max file size" of a `/proc/PID/limits` text.
+pub fn parse_file_size_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max file size"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The log size at which a file size limit of `limit` bytes makes the store full: an eighth
+/// of it (4 KiB to 1 MiB) stays in reserve.
+pub fn file_cap(limit: u64) -> u64 {
+    limit.saturating_sub((limit / 8).clamp(4096, 1 << 20))
 }
 
 impl Writer {
@@ -691,10 +724,23 @@ impl Writer {
             }
             self.status.durable.store(self.durable);
             let over = self.store.size() > self.max_bytes;
-            if self.store.log_bytes() > self.compact_every || over {
+            let capped = self.store.log_bytes() > self.file_cap;
+            if capped && !self.cap_logged {
+                warn!(
+                    "persistence: log at {} bytes, near the file size limit (RLIMIT_FSIZE, {} \
+                     bytes usable); the store counts as full",
+                    self.store.log_bytes(),
+                    self.file_cap
+                );
+            }
+            self.cap_logged = capped;
+            if self.store.log_bytes() > self.compact_every
+                || over
+                || (capped && !self.compact_failed)
+            {
                 self.status.compact.store(true, Ordering::Release);
             }
-            let full = !self.pending.is_empty() || over;
+            let full = !self.pending.is_empty() || over || capped;
             self.status.full.store(full, Ordering::Release);
             self.notify();
             for done in flushes {
@@ -712,12 +758,18 @@ impl Writer {
                 self.written = last;
                 self.pending.clear();
                 block.clear();
+                if self.failing {
+                    info!("persistence: write succeeded again");
+                    self.failing = false;
+                }
             }
             Err(e) => {
-                if self.pending.is_empty() {
+                if !self.failing {
                     error!(
-                        "persistence: write failed ({e}); retrying, new persistent messages refused"
+                        "persistence: write failed ({e}); retrying every 100 ms, new persistent \
+                         messages refused"
                     );
+                    self.failing = true;
                 }
                 self.pending = std::mem::take(block);
                 self.pending_seq = last;
@@ -731,8 +783,12 @@ impl Writer {
                 self.written = self.written.max(seq);
                 // A snapshot is synced: everything it holds is durable.
                 self.durable = self.durable.max(seq);
+                self.compact_failed = false;
             }
-            Err(e) => error!("persistence: compaction failed ({e}); the previous snapshot is kept"),
+            Err(e) => {
+                self.compact_failed = true;
+                error!("persistence: compaction failed ({e}); the previous snapshot is kept");
+            }
         }
     }
 

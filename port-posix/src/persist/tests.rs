@@ -256,3 +256,16 @@ fn workers_take_their_sessions_from_the_files_of_any_worker_count() {
         "files of a former worker are folded in"
     );
 }
+
+#[test]
+fn the_file_size_limit_is_read_and_leaves_a_reserve() {
+    let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                  Max cpu time              unlimited            unlimited            seconds   \n\
+                  Max file size             262144               unlimited            bytes     \n";
+    assert_eq!(parse_file_size_limit(limits), Some(262_144));
+    let unlimited = limits.replace("262144 ", "unlimited");
+    assert_eq!(parse_file_size_limit(&unlimited), None);
+    assert_eq!(file_cap(262_144), 262_144 - 32_768);
+    assert_eq!(file_cap(16 * 1024), 12 * 1024);
+    assert_eq!(file_cap(1 << 30), (1 << 30) - (1 << 20));
+}
