@@ -19,8 +19,9 @@ pub enum LogTarget {
     Stderr,
     /// Appended to a file.
     File(PathBuf),
-    /// The local syslog daemon (`/dev/log`).
-    Syslog,
+    /// The local syslog daemon: datagrams to a Unix socket (`syslog_path`, `/dev/log` by
+    /// default).
+    Syslog(PathBuf),
 }
 
 /// Everything the daemon needs to start.
@@ -311,6 +312,9 @@ impl Reader<'_> {
         }
     }
 }
+
+/// Where `target = "syslog"` sends its datagrams unless `syslog_path` says otherwise.
+pub const DEFAULT_SYSLOG_PATH: &str = "/dev/log";
 
 /// Parses a log level name.
 pub fn parse_log_level(name: &str) -> Option<log::LevelFilter> {
@@ -721,6 +725,7 @@ impl Settings {
     fn apply_log(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
         let mut target = None;
         let mut file = None;
+        let mut syslog_path = None;
         for entry in &table.entries {
             let path = format!("log.{}", entry.key);
             let path = path.as_str();
@@ -739,11 +744,22 @@ impl Settings {
                 }
                 "target" => target = Some((reader.string(entry, path)?.to_string(), entry.line)),
                 "file" => file = Some(PathBuf::from(reader.string(entry, path)?)),
+                "syslog_path" => {
+                    let value = reader.string(entry, path)?;
+                    if value.is_empty() {
+                        return Err(reader.error(
+                            entry.line,
+                            path,
+                            "expected a socket path, found \"\"",
+                        ));
+                    }
+                    syslog_path = Some(PathBuf::from(value));
+                }
                 _ => {
                     return Err(reader.error(
                         entry.line,
                         path,
-                        "unknown key (expected level, target or file)",
+                        "unknown key (expected level, target, file or syslog_path)",
                     ));
                 }
             }
@@ -751,7 +767,9 @@ impl Settings {
         if let Some((target, line)) = target {
             self.log_target = match (target.as_str(), file) {
                 ("stderr", _) => LogTarget::Stderr,
-                ("syslog", _) => LogTarget::Syslog,
+                ("syslog", _) => LogTarget::Syslog(
+                    syslog_path.unwrap_or_else(|| PathBuf::from(DEFAULT_SYSLOG_PATH)),
+                ),
                 ("file", Some(file)) => LogTarget::File(file),
                 ("file", None) => {
                     return Err(reader.error(
@@ -791,6 +809,16 @@ mod tests {
             "femtomq.toml must show the defaults"
         );
         assert_eq!(settings.log_level, defaults.log_level);
+        assert_eq!(settings.log_target, defaults.log_target);
+        // The syslog_path shown is the one used by default.
+        let syslog = parse(&example.replace("target = \"stderr\"", "target = \"syslog\""))
+            .unwrap()
+            .log_target;
+        assert_eq!(syslog, LogTarget::Syslog(DEFAULT_SYSLOG_PATH.into()));
+        assert_eq!(
+            parse("[log]\ntarget = \"syslog\"").unwrap().log_target,
+            syslog
+        );
         assert_eq!(
             settings.persist, defaults.persist,
             "femtomq.toml must show the [persist] defaults"
@@ -1007,6 +1035,22 @@ mod tests {
         assert_eq!(settings.engine.shared_strategy, SharedStrategy::Random);
         assert_eq!(settings.log_level, log::LevelFilter::Debug);
         assert_eq!(settings.log_target, LogTarget::File("/tmp/x.log".into()));
+    }
+
+    #[test]
+    fn syslog_target_defaults_to_dev_log_and_takes_syslog_path() {
+        let settings = parse("[log]\ntarget = \"syslog\"\n").unwrap();
+        assert_eq!(settings.log_target, LogTarget::Syslog("/dev/log".into()));
+        let settings =
+            parse("[log]\nsyslog_path = \"/run/s.sock\"\ntarget = \"syslog\"\n").unwrap();
+        assert_eq!(settings.log_target, LogTarget::Syslog("/run/s.sock".into()));
+        let error = parse("[log]\ntarget = \"syslog\"\nsyslog_path = \"\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("test.toml:3: `log.syslog_path`: expected a socket path"),
+            "{error}"
+        );
     }
 
     #[test]

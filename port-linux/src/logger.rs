@@ -1,4 +1,5 @@
-//! A small logger for `log`: stderr, an appended file, or syslog (`/dev/log`). The level is
+//! A small logger for `log`: stderr, an appended file, or syslog (a Unix datagram socket,
+//! `/dev/log` unless `[log] syslog_path` names another). The level is
 //! `log::max_level`, so a reload changes it without touching the logger.
 
 use std::fs::{File, OpenOptions};
@@ -32,11 +33,11 @@ pub fn init(target: &LogTarget, level: LevelFilter) -> Result<(), String> {
                 .open(path)
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?,
         )),
-        LogTarget::Syslog => {
+        LogTarget::Syslog(path) => {
             let socket = UnixDatagram::unbound().map_err(|e| format!("syslog: {e}"))?;
             socket
-                .connect("/dev/log")
-                .map_err(|e| format!("cannot reach syslog at /dev/log: {e}"))?;
+                .connect(path)
+                .map_err(|e| format!("cannot reach syslog at {}: {e}", path.display()))?;
             Sink::Syslog(socket)
         }
     };

@@ -100,6 +100,18 @@ impl RawClient {
         }
     }
 
+    /// Wraps a stream connected by the caller (with socket options of its own).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        stream
+            .set_write_timeout(Some(crate::STEP))
+            .expect("write timeout");
+        RawClient {
+            stream,
+            input: Vec::new(),
+        }
+    }
+
     /// Connects and completes a CONNECT/CONNACK exchange (asserting success); returns the CONNACK.
     pub fn connected(address: SocketAddr, level: u8, client_id: &str) -> (RawClient, Vec<u8>) {
         let mut client = RawClient::connect(address);

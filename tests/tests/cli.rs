@@ -1,9 +1,11 @@
 //! The `femtomq` command line: `--version`, `femtomq pub -r --user-property` seen by
 //! mosquitto_sub, `femtomq pub/sub --cafile` refused clearly, IPv6 and IPv4 wildcard listeners
-//! on one port (IPV6_V6ONLY) with a round trip over ::1, and the `[log]` file target.
+//! on one port (IPV6_V6ONLY) with a round trip over ::1, and the `[log]` file and syslog targets.
 
 use std::net::TcpListener;
+use std::os::unix::net::UnixDatagram;
 use std::process::Command;
+use std::time::Instant;
 
 use femtomq_e2e::{Broker, STEP, TestDir, femtomq, path_arg, run, wait_until};
 
@@ -187,5 +189,62 @@ fn log_target_file_receives_the_listening_line() {
         read()
     );
     // The file is the target: stderr does not get the log lines.
+    assert!(!broker.log().contains("listening on"), "{}", broker.log());
+}
+
+/// `target = "syslog"` sends each line as one RFC 3164 datagram `<PRI>femtomq[PID]: MESSAGE`
+/// to the Unix socket `syslog_path` (here a socket of the test's instead of /dev/log), with
+/// facility daemon (3): info is priority 3 * 8 + 6 = 30.
+#[test]
+fn log_target_syslog_sends_rfc3164_datagrams_to_syslog_path() {
+    let dir = TestDir::new("log-syslog");
+    let socket_path = dir.join("syslog.sock");
+    let socket = UnixDatagram::bind(&socket_path)
+        .unwrap_or_else(|e| panic!("cannot bind {}: {e}", socket_path.display()));
+    let conf = dir.write(
+        "femtomq.toml",
+        format!(
+            "[log]\nlevel = \"info\"\ntarget = \"syslog\"\nsyslog_path = \"{}\"\n",
+            socket_path.display()
+        ),
+    );
+    let broker = Broker::start(&["--conf", path_arg(&conf)]);
+    let prefix = format!("<30>femtomq[{}]: ", broker.pid());
+    let deadline = Instant::now() + STEP;
+    let mut received = Vec::new();
+    let listening = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no \"listening on\" datagram at {}; got {received:?}",
+            socket_path.display()
+        );
+        socket.set_read_timeout(Some(left)).unwrap();
+        let mut buffer = [0u8; 4096];
+        let Ok(count) = socket.recv(&mut buffer) else {
+            continue;
+        };
+        let datagram = String::from_utf8_lossy(&buffer[..count]).into_owned();
+        if datagram.contains("listening on") {
+            break datagram;
+        }
+        received.push(datagram);
+    };
+    // The whole datagram: priority, tag with the broker's pid, and the same line as stdout's,
+    // with no timestamp or trailing newline (syslog adds its own).
+    assert_eq!(listening, format!("{prefix}{}", broker.ready_line()));
+    // Any line before it has the same form: facility daemon (priorities 24 to 31), this tag.
+    let tag = format!(">femtomq[{}]: ", broker.pid());
+    for other in &received {
+        let priority = other
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once(&tag))
+            .and_then(|(priority, _)| priority.parse::<u8>().ok());
+        assert!(
+            priority.is_some_and(|p| (24..=31).contains(&p)),
+            "{other:?}"
+        );
+    }
+    // Syslog is the target: stderr does not get the log lines.
     assert!(!broker.log().contains("listening on"), "{}", broker.log());
 }

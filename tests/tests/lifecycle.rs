@@ -1,10 +1,12 @@
 //! Process lifecycle: `--daemon --pid-file` and `femtomq stop`, SIGTERM and SIGINT telling
-//! MQTT 5 clients DISCONNECT 0x8B Server shutting down before exiting 0, and `femtomq reload`
-//! applying a new limit without dropping connected clients.
+//! MQTT 5 clients DISCONNECT 0x8B Server shutting down before exiting 0 after flushing what was
+//! queued for them, and `femtomq reload` (SIGHUP) applying a new limit or log level without
+//! dropping connected clients.
 
+use std::net::TcpStream;
 use std::time::Duration;
 
-use femtomq_e2e::raw::{self, RawClient};
+use femtomq_e2e::raw::{self, RawClient, Received};
 use femtomq_e2e::{
     Broker, STEP, SubTool, Subscriber, TestDir, femtomq, json, listening_ports, mosquitto_pub,
     paho, path_arg, process_alive, run, send_signal, wait_until,
@@ -228,4 +230,133 @@ fn reload_raising_the_packet_limit_applies_to_connections_already_open() {
     );
     let got = sub.messages(1, STEP);
     assert_eq!(got[0].len(), "up ".len() + payload.len());
+}
+
+/// SIGHUP re-reads `[log] level`: at "warn" a connecting client leaves no info line, after the
+/// file says "info" and the broker is told to reload, the next one does.
+#[test]
+fn sighup_applies_a_new_log_level() {
+    let dir = TestDir::new("reload-log");
+    let conf = dir.write("femtomq.toml", "[log]\nlevel = \"warn\"\n");
+    let broker = Broker::start(&["--conf", path_arg(&conf)]);
+    let (_before, _) = RawClient::connected(broker.address(), raw::V5, "quiet-before");
+
+    std::fs::write(&conf, "[log]\nlevel = \"info\"\n").unwrap();
+    broker.signal(rustix::process::Signal::HUP);
+    // Logged at info, after the new level is in force.
+    assert!(
+        broker.wait_for_log("configuration reloaded", 1, STEP),
+        "no reload in the log: {}",
+        broker.log()
+    );
+    let (_after, _) = RawClient::connected(broker.address(), raw::V5, "loud-after");
+    assert!(
+        broker.wait_for_log("client `loud-after` connected from", 1, STEP),
+        "the info line of a client connecting after the reload is missing: {}",
+        broker.log()
+    );
+    let log = broker.log();
+    // Before the reload the level was warn: no info line at all.
+    assert!(!log.contains("client `quiet-before` connected"), "{log}");
+    assert!(!log.contains("listening on"), "{log}");
+}
+
+/// SUBSCRIBE at QoS 1 to `filter`, asserting SUBACK granted QoS 1.
+fn subscribe_qos1(client: &mut RawClient, filter: &str) {
+    let mut body = 1u16.to_be_bytes().to_vec();
+    body.push(0); // MQTT 5 properties
+    body.extend(raw::field(filter.as_bytes()));
+    body.push(1);
+    client.send(&raw::packet(0x82, &body)).expect("SUBSCRIBE");
+    match client.read_packet(STEP) {
+        Received::Packet(p) if p[0] == 0x90 && p.last() == Some(&1) => {}
+        other => panic!("SUBSCRIBE answered with {other:?}"),
+    }
+}
+
+/// "On SIGTERM ... queued writes are flushed": a subscriber that reads nothing while 2,000
+/// messages of 1 KB are published to it at QoS 1 (all PUBACKed) has them waiting in the broker's
+/// output (its receive buffer is a few KB, and `max_output_bytes` and `max_inflight` are raised
+/// so that none waits in the session queue, which the README does not promise to flush). After
+/// SIGTERM it then receives every one, in order, then DISCONNECT 0x8B, then the close.
+#[test]
+fn sigterm_flushes_writes_queued_for_a_slow_subscriber_before_disconnect_0x8b() {
+    const COUNT: u16 = 2000;
+    const SIZE: usize = 1024;
+    let dir = TestDir::new("shutdown-flush");
+    let conf = dir.write(
+        "femtomq.toml",
+        "[limits]\nmax_inflight = 65535\nmax_output_bytes = 8388608\n",
+    );
+    let mut broker = Broker::start(&["--conf", path_arg(&conf)]);
+
+    // A small receive buffer, set before connecting, keeps the kernel from taking the backlog.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket
+        .connect_timeout(&broker.address().into(), STEP)
+        .expect("connect");
+    let mut sub = RawClient::from_stream(TcpStream::from(socket));
+    sub.send(&raw::connect(raw::V5, "slow-sub", 60)).unwrap();
+    match sub.read_packet(STEP) {
+        Received::Packet(p) if p[0] == 0x20 && p.get(3) == Some(&0) => {}
+        other => panic!("CONNECT answered with {other:?}"),
+    }
+    subscribe_qos1(&mut sub, "flush/t");
+
+    let payload = |i: u16| {
+        let mut bytes = format!("message {i:05} ").into_bytes();
+        bytes.resize(SIZE, b'.');
+        bytes
+    };
+    let (mut publisher, _) = RawClient::connected(broker.address(), raw::V5, "publisher");
+    let mut batch = Vec::new();
+    for id in 1..=COUNT {
+        batch.extend(raw::publish(raw::V5, "flush/t", &payload(id), Some(id)));
+    }
+    publisher.send(&batch).expect("PUBLISH x 2000");
+    for id in 1..=COUNT {
+        // PUBACK, success (MQTT 5 allows omitting reason code 0 and the properties).
+        match publisher.read_packet(STEP) {
+            Received::Packet(p) if p[0] == 0x40 && p[2..4] == id.to_be_bytes() => assert!(
+                p.len() == 4 || p[4] == 0,
+                "PUBACK {id} with reason {:#x}",
+                p[4]
+            ),
+            other => panic!("PUBLISH {id} answered with {other:?}"),
+        }
+    }
+
+    broker.signal(rustix::process::Signal::TERM);
+    let packets = sub
+        .read_until_closed(Duration::from_secs(60))
+        .unwrap_or_else(|p| panic!("still open after {} packets", p.len()));
+    let (last, publishes) = packets.split_last().expect("no packet at all");
+    assert!(
+        last.len() >= 3 && last[0] == 0xE0 && last[2] == 0x8B,
+        "the last of {} packets is not DISCONNECT 0x8B: {:02x?}",
+        packets.len(),
+        &last[..last.len().min(8)]
+    );
+    assert_eq!(
+        publishes.len(),
+        usize::from(COUNT),
+        "messages received before DISCONNECT 0x8B"
+    );
+    for (publish, id) in publishes.iter().zip(1..=COUNT) {
+        // QoS 1 PUBLISH: 0x32 (DUP and RETAIN clear), ending with the payload.
+        assert_eq!(
+            publish[0] & 0xF6,
+            0x32,
+            "packet {id}: {:02x?}",
+            &publish[..4]
+        );
+        assert!(
+            publish.ends_with(&payload(id)),
+            "packet {id} is not message {id}"
+        );
+    }
+    let status = broker.wait_exit(STEP).expect("the broker did not exit");
+    assert_eq!(status.code(), Some(0), "{status}");
 }
