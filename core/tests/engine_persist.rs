@@ -495,3 +495,210 @@ fn a_full_store_refuses_persistent_messages_with_quota_exceeded() {
     assert!(sim.take(old).is_empty());
     assert!(sim.client(old).closed);
 }
+
+/// Two workers under `sync = always`: a QoS 2 message from a publisher on worker 0 to a
+/// persistent subscriber on worker 1. Each worker has its own log; whatever prefix of worker 0's
+/// records was durable at a crash (worker 1's all were), the restored subscriber gets the
+/// message at most once, also after the publisher sends it again (it saw no PUBREC). The copy
+/// for worker 1 waits for worker 0's records, the inbound packet identifier among them.
+mod two_logs {
+    use core::num::NonZeroU16;
+    use femtomq_core::broker::{Broker, Config, ConnId, Persistence, Record, client_owner};
+    use femtomq_core::codec::*;
+    use femtomq_core::{Instant, ProtocolVersion, QoS, SubscriptionOptions};
+
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    fn bytes_of(packet: Packet<'_>) -> Vec<u8> {
+        let mut buf = vec![0u8; packet.encoded_len(V5).unwrap()];
+        packet.encode(V5, &mut buf).unwrap();
+        buf
+    }
+
+    fn drain(broker: &mut Broker, conn: ConnId) -> Vec<Vec<u8>> {
+        let out = broker.output(conn).to_vec();
+        broker.consume_output(conn, out.len(), Instant(0));
+        let mut packets = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            match decode(rest, V5, MAX_PACKET_SIZE).unwrap() {
+                Decoded::Packet { len, .. } => {
+                    packets.push(rest[..len].to_vec());
+                    rest = &rest[len..];
+                }
+                Decoded::Incomplete { .. } => panic!("partial packet"),
+            }
+        }
+        packets
+    }
+
+    fn worker(index: u16, records: Vec<Record>) -> Broker {
+        let config = Config {
+            workers: 2,
+            worker: index,
+            persistence: Persistence::Durable,
+            ..Config::default()
+        };
+        let mut broker = Broker::new(config, 3);
+        broker.set_wall_clock(super::WALL, Instant(0));
+        broker.restore(records, Instant(0));
+        broker
+    }
+
+    fn id_owned_by(worker: u16, prefix: &str) -> String {
+        (0..)
+            .map(|n| format!("{prefix}-{n}"))
+            .find(|id| client_owner(id, 2) == worker)
+            .unwrap()
+    }
+
+    fn connect(broker: &mut Broker, client_id: &str) -> ConnId {
+        let conn = broker.open(0, Instant(0));
+        let properties = ConnectProperties {
+            session_expiry_interval: Some(300),
+            ..ConnectProperties::default()
+        };
+        let packet = Packet::Connect(Connect {
+            version: V5,
+            clean_start: false,
+            keep_alive: 0,
+            properties,
+            client_id,
+            will: None,
+            username: None,
+            password: None,
+        });
+        broker.handle_input(conn, &bytes_of(packet), Instant(0));
+        conn
+    }
+
+    /// Makes everything durable, carries copies and routing changes between the workers
+    /// (keeping each worker's records in `logs`), until nothing moves.
+    fn settle(workers: &mut [Broker; 2], logs: &mut [Vec<Record>; 2]) {
+        for _ in 0..4 {
+            for (index, log) in logs.iter_mut().enumerate() {
+                let last = workers[index].take_records(log);
+                workers[index].durable(last, Instant(0));
+            }
+            let (mut remote, mut replication) = (Vec::new(), Vec::new());
+            workers[0].take_remote(&mut remote);
+            workers[0].take_replication(&mut replication);
+            replication
+                .into_iter()
+                .for_each(|r| workers[1].apply_replication(r));
+            remote
+                .into_iter()
+                .for_each(|d| workers[1].deliver_remote(d, Instant(0)));
+            let (mut remote, mut replication) = (Vec::new(), Vec::new());
+            workers[1].take_remote(&mut remote);
+            workers[1].take_replication(&mut replication);
+            replication
+                .into_iter()
+                .for_each(|r| workers[0].apply_replication(r));
+            remote
+                .into_iter()
+                .for_each(|d| workers[0].deliver_remote(d, Instant(0)));
+        }
+    }
+
+    fn publish(broker: &mut Broker, conn: ConnId, dup: bool) {
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos_pid: QosPid::ExactlyOnce(NonZeroU16::new(1).unwrap()),
+            retain: false,
+            topic: "x/once",
+            properties: PublishProperties::default(),
+            payload: b"once",
+        });
+        broker.handle_input(conn, &bytes_of(packet), Instant(0));
+    }
+
+    /// PUBLISH packets of the message on `conn` (each answered with PUBREC/PUBCOMP as due).
+    fn received(broker: &mut Broker, conn: ConnId) -> usize {
+        let mut count = 0;
+        for raw in drain(broker, conn) {
+            match decode_packet(&raw, V5).unwrap() {
+                Packet::Publish(p) if p.payload == b"once" => {
+                    count += 1;
+                    if let QosPid::ExactlyOnce(id) = p.qos_pid {
+                        let ack = bytes_of(Packet::PubRec(Ack::success(id)));
+                        broker.handle_input(conn, &ack, Instant(0));
+                    }
+                }
+                Packet::PubRel(ack) => {
+                    let comp = bytes_of(Packet::PubComp(Ack::success(ack.packet_id)));
+                    broker.handle_input(conn, &comp, Instant(0));
+                }
+                _ => {}
+            }
+        }
+        count
+    }
+
+    /// The crash after worker 1 stored all it was given, worker 0 its log up to the publish
+    /// and, if `publish_durable`, the publish's block too (then its PUBREC may have gone out).
+    fn crash_once(publish_durable: bool) -> usize {
+        let (sub_id, pub_id) = (id_owned_by(1, "sub"), id_owned_by(0, "pub"));
+        let mut workers = [worker(0, Vec::new()), worker(1, Vec::new())];
+        let mut logs: [Vec<Record>; 2] = [Vec::new(), Vec::new()];
+        let subscriber = connect(&mut workers[1], &sub_id);
+        let filters = [Subscription {
+            filter: "x/#",
+            options: SubscriptionOptions::with_qos(QoS::ExactlyOnce),
+        }];
+        let subscribe = Packet::Subscribe(Subscribe {
+            packet_id: NonZeroU16::new(1).unwrap(),
+            properties: SubscribeProperties::default(),
+            subscriptions: Repeated::from_slice(&filters),
+        });
+        workers[1].handle_input(subscriber, &bytes_of(subscribe), Instant(0));
+        let publisher = connect(&mut workers[0], &pub_id);
+        settle(&mut workers, &mut logs);
+        drain(&mut workers[0], publisher);
+        drain(&mut workers[1], subscriber);
+        publish(&mut workers[0], publisher, false);
+        if publish_durable {
+            settle(&mut workers, &mut logs);
+        } else {
+            let mut block = Vec::new();
+            workers[0].take_records(&mut block);
+            let mut remote = Vec::new();
+            workers[0].take_remote(&mut remote);
+            assert!(remote.is_empty(), "the copy waits for worker 0's records");
+            // Whatever worker 1 was given is durable there.
+            for delivery in remote {
+                workers[1].deliver_remote(delivery, Instant(0));
+            }
+            let last = workers[1].take_records(&mut logs[1]);
+            workers[1].durable(last, Instant(0));
+        }
+        // The crash: each worker restarts from what it had durable.
+        let mut logs = [logs[0].clone(), logs[1].clone()];
+        let mut restarted = [worker(0, logs[0].clone()), worker(1, logs[1].clone())];
+        settle(&mut restarted, &mut logs);
+        let publisher = connect(&mut restarted[0], &pub_id);
+        if !publish_durable {
+            // No PUBREC reached the publisher: it sends the message again.
+            publish(&mut restarted[0], publisher, true);
+        }
+        settle(&mut restarted, &mut logs);
+        let subscriber = connect(&mut restarted[1], &sub_id);
+        let mut count = 0;
+        for _ in 0..4 {
+            count += received(&mut restarted[1], subscriber);
+            settle(&mut restarted, &mut logs);
+        }
+        count
+    }
+
+    #[test]
+    fn a_qos2_copy_for_another_worker_waits_for_the_publishers_records() {
+        for publish_durable in [false, true] {
+            assert_eq!(
+                crash_once(publish_durable),
+                1,
+                "delivered once (publish durable: {publish_durable})"
+            );
+        }
+    }
+}

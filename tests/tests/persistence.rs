@@ -262,12 +262,8 @@ fn acknowledged(events: &[serde_json::Value], qos: u8) -> Vec<String> {
         .collect()
 }
 
-// Known bug, so not in the default run: about 1 run in 10 a QoS 2 message is delivered twice
-// on one connection after a restart (resent as in flight and sent again from the queue with a
-// new packet id), which breaks exactly-once. Run it with `cargo test -p femtomq-e2e --test
-// persistence -- --ignored` (FEMTOMQ_CRASH_SEED replays a printed seed).
+// FEMTOMQ_CRASH_SEED replays a printed seed.
 #[test]
-#[ignore = "known bug: a QoS 2 message is sometimes both in flight and queued after a restart"]
 fn acknowledged_messages_survive_twenty_sigkills_and_qos2_is_delivered_once() {
     let seed = std::env::var("FEMTOMQ_CRASH_SEED")
         .ok()

@@ -332,7 +332,9 @@ pub struct Broker {
     /// Access answers for the packet being handled (see [`Broker::resolve_access`]).
     replay: AccessReplay,
     /// Copies for sessions of other workers, until the port takes them.
-    remote: Vec<RemoteDelivery>,
+    /// Copies for other workers' sessions, each with the record it waits for (see
+    /// [`Broker::take_remote`]).
+    remote: Vec<(u64, RemoteDelivery)>,
     /// Routing changes for other workers, until the port takes them.
     replication: Vec<Replication>,
     /// Sessions of other workers that asked for their publishers to be held back, with the
@@ -476,8 +478,19 @@ impl Broker {
 
     /// Moves the copies of messages for other workers' sessions into `out` (batches for their
     /// mailboxes). Empty when this engine works alone.
+    ///
+    /// With [`Persistence::Durable`], a copy waits until the records of the call that made it
+    /// are durable (the publisher's inbound QoS 2 packet identifier among them): the other
+    /// worker stores it in its own log, and were it stored before this worker's records, a
+    /// crash in between would have the publisher send the message again and the session get
+    /// it twice. Call again after [`Broker::durable`].
     pub fn take_remote(&mut self, out: &mut Vec<RemoteDelivery>) {
-        out.append(&mut self.remote);
+        let ready = self
+            .remote
+            .iter()
+            .take_while(|(seq, _)| self.records_durable(*seq))
+            .count();
+        out.extend(self.remote.drain(..ready).map(|(_, delivery)| delivery));
     }
 
     /// Moves the routing changes other workers must apply into `out`.
@@ -2060,13 +2073,15 @@ impl Broker {
             },
             received_at: now,
         });
-        let (delivered, retain_failure) = self.accept_message(Some(index), message, now);
+        // Recorded before the message is routed, so that copies for other workers' sessions
+        // wait for this record (see `take_remote`).
         if let QosPid::ExactlyOnce(id) = publish.qos_pid {
             if let Some(session) = self.session_mut(index) {
                 session.inbound_qos2.push(id.get());
             }
             self.persist_inbound(index, id.get(), true);
         }
+        let (delivered, retain_failure) = self.accept_message(Some(index), message, now);
         let reason = match (retain_failure, delivered) {
             (Some(reason), _) if v5 => {
                 self.send_publish_failure(conn, publish.qos_pid, reason);
@@ -2153,8 +2168,11 @@ impl Broker {
                 Some(index) => self.deliver(index, outgoing, now),
                 // Sessions of other workers get theirs through their mailbox.
                 None => {
-                    self.remote
-                        .push(RemoteDelivery::from_outgoing(delivery.subscriber, outgoing));
+                    let wait = self.remote_wait();
+                    self.remote.push((
+                        wait,
+                        RemoteDelivery::from_outgoing(delivery.subscriber, outgoing),
+                    ));
                     self.hold_back_for_remote(delivery.subscriber);
                 }
             }

@@ -631,6 +631,19 @@ impl Broker {
         self.journal.full
     }
 
+    /// The record a copy for another worker's session made now waits for (0: none).
+    pub(crate) fn remote_wait(&self) -> u64 {
+        match self.config.persistence {
+            Persistence::Durable => self.journal.last,
+            _ => 0,
+        }
+    }
+
+    /// Whether every record up to `seq` is durable.
+    pub(crate) fn records_durable(&self, seq: u64) -> bool {
+        seq <= self.journal.durable
+    }
+
     fn emit(&mut self, record: Record) {
         self.journal.last += 1;
         self.journal.records.push(record);
