@@ -839,3 +839,13 @@ pub fn listening_ports(pid: u32) -> Vec<u16> {
         })
         .collect()
 }
+
+/// The ports of the `mqtt://` addresses in a ready line, in listener order.
+pub fn ready_ports(line: &str) -> Vec<u16> {
+    line.split("mqtt://")
+        .skip(1)
+        .filter_map(|rest| rest.split([',', ';']).next())
+        .filter_map(|address| address.parse::<SocketAddr>().ok())
+        .map(|address| address.port())
+        .collect()
+}

@@ -90,14 +90,7 @@ impl RawClient {
     pub fn connect(address: SocketAddr) -> RawClient {
         let stream = TcpStream::connect_timeout(&address, crate::STEP)
             .unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        stream
-            .set_write_timeout(Some(crate::STEP))
-            .expect("write timeout");
-        RawClient {
-            stream,
-            input: Vec::new(),
-        }
+        RawClient::from_stream(stream)
     }
 
     /// Wraps a stream connected by the caller (with socket options of its own).

@@ -98,16 +98,6 @@ fn subscribe(client: &mut RawClient, level: u8, filter: &str, id: u16) -> u8 {
     }
 }
 
-/// Every `mqtt://` address in a ready line.
-fn ready_ports(line: &str) -> Vec<u16> {
-    line.split("mqtt://")
-        .skip(1)
-        .filter_map(|rest| rest.split([',', ';']).next())
-        .filter_map(|address| address.parse::<SocketAddr>().ok())
-        .map(|address| address.port())
-        .collect()
-}
-
 /// `mosquitto_pub -h 127.0.0.1 -p PORT ARGS`, which may fail.
 fn try_mosquitto_pub(port: u16, args: &[&str]) -> femtomq_e2e::Outcome {
     let mut command = std::process::Command::new("mosquitto_pub");
@@ -231,7 +221,7 @@ fn listeners_have_their_own_settings() {
         "{}",
         broker.ready_line()
     );
-    let ports = ready_ports(broker.ready_line());
+    let ports = femtomq_e2e::ready_ports(broker.ready_line());
     assert_eq!(ports.len(), 2, "{}", broker.ready_line());
     let closed = SocketAddr::from(([127, 0, 0, 1], ports[0]));
     let open = SocketAddr::from(([127, 0, 0, 1], ports[1]));

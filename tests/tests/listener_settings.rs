@@ -8,22 +8,12 @@ use std::time::Duration;
 use femtomq_e2e::raw::{self, RawClient, Received, V5, V311};
 use femtomq_e2e::{Broker, STEP, TestDir, path_arg, run, wait_until};
 
-/// The ports of the ready line, in listener order.
-fn ready_ports(line: &str) -> Vec<u16> {
-    line.split("mqtt://")
-        .skip(1)
-        .filter_map(|rest| rest.split([',', ';']).next())
-        .filter_map(|address| address.parse::<SocketAddr>().ok())
-        .map(|address| address.port())
-        .collect()
-}
-
 /// A broker with the `[[listener]]`s of `conf` (each `url = "127.0.0.1:0"`), and their addresses.
 fn broker_with(label: &str, conf: &str, listeners: usize) -> (Broker, TestDir, Vec<SocketAddr>) {
     let dir = TestDir::new(label);
     let file = dir.write("femtomq.toml", conf);
     let broker = Broker::start_without_listen(&["--conf", path_arg(&file)]);
-    let addresses: Vec<SocketAddr> = ready_ports(broker.ready_line())
+    let addresses: Vec<SocketAddr> = femtomq_e2e::ready_ports(broker.ready_line())
         .into_iter()
         .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
         .collect();
