@@ -572,6 +572,19 @@ mod two_logs {
         conn
     }
 
+    fn subscribe(broker: &mut Broker, conn: ConnId, qos: QoS) {
+        let filters = [Subscription {
+            filter: "x/#",
+            options: SubscriptionOptions::with_qos(qos),
+        }];
+        let subscribe = Packet::Subscribe(Subscribe {
+            packet_id: NonZeroU16::new(1).unwrap(),
+            properties: SubscribeProperties::default(),
+            subscriptions: Repeated::from_slice(&filters),
+        });
+        broker.handle_input(conn, &bytes_of(subscribe), Instant(0));
+    }
+
     /// Makes everything durable, carries copies and routing changes between the workers
     /// (keeping each worker's records in `logs`), until nothing moves.
     fn settle(workers: &mut [Broker; 2], logs: &mut [Vec<Record>; 2]) {
@@ -598,6 +611,18 @@ mod two_logs {
             remote
                 .into_iter()
                 .for_each(|d| workers[0].deliver_remote(d, Instant(0)));
+            confirm(workers);
+        }
+    }
+
+    /// Carries each worker's confirmations of durable copies to their origin.
+    fn confirm(workers: &mut [Broker; 2]) {
+        for index in 0..2 {
+            let mut confirmations = Vec::new();
+            workers[index].take_confirmations(&mut confirmations);
+            for (origin, seq) in confirmations {
+                workers[usize::from(origin)].remote_durable(index as u16, seq, Instant(0));
+            }
         }
     }
 
@@ -635,29 +660,48 @@ mod two_logs {
         count
     }
 
-    /// The crash after worker 1 stored all it was given, worker 0 its log up to the publish
-    /// and, if `publish_durable`, the publish's block too (then its PUBREC may have gone out).
-    fn crash_once(publish_durable: bool) -> usize {
+    /// Where the crash comes in a QoS 2 publish on worker 0 for a subscriber on worker 1.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum CrashPoint {
+        /// Worker 0's block of the publish was not durable: the publisher sends it again.
+        BeforePublisherRecords,
+        /// Worker 0's block was durable, worker 1 had not stored its copy (it was in the
+        /// mailbox): no PUBREC went out, the publisher sends it again.
+        BeforeCopyStored,
+        /// Both were durable but the PUBREC did not reach the publisher: it sends it again.
+        BeforePubRecArrived,
+        /// Both were durable and the PUBREC arrived.
+        AfterPubRec,
+    }
+
+    /// The crash at `point`; returns how often the restarted subscriber gets the message.
+    fn crash_once(point: CrashPoint) -> usize {
+        let publish_durable = point != CrashPoint::BeforePublisherRecords;
         let (sub_id, pub_id) = (id_owned_by(1, "sub"), id_owned_by(0, "pub"));
         let mut workers = [worker(0, Vec::new()), worker(1, Vec::new())];
         let mut logs: [Vec<Record>; 2] = [Vec::new(), Vec::new()];
         let subscriber = connect(&mut workers[1], &sub_id);
-        let filters = [Subscription {
-            filter: "x/#",
-            options: SubscriptionOptions::with_qos(QoS::ExactlyOnce),
-        }];
-        let subscribe = Packet::Subscribe(Subscribe {
-            packet_id: NonZeroU16::new(1).unwrap(),
-            properties: SubscribeProperties::default(),
-            subscriptions: Repeated::from_slice(&filters),
-        });
-        workers[1].handle_input(subscriber, &bytes_of(subscribe), Instant(0));
+        subscribe(&mut workers[1], subscriber, QoS::ExactlyOnce);
         let publisher = connect(&mut workers[0], &pub_id);
         settle(&mut workers, &mut logs);
         drain(&mut workers[0], publisher);
         drain(&mut workers[1], subscriber);
         publish(&mut workers[0], publisher, false);
-        if publish_durable {
+        if point == CrashPoint::BeforeCopyStored {
+            let last = workers[0].take_records(&mut logs[0]);
+            workers[0].durable(last, Instant(0));
+            let mut remote = Vec::new();
+            workers[0].take_remote(&mut remote);
+            assert_eq!(
+                remote.len(),
+                1,
+                "the copy leaves once worker 0's records are durable"
+            );
+            assert!(
+                drain(&mut workers[0], publisher).is_empty(),
+                "no PUBREC before worker 1 stored its copy"
+            );
+        } else if publish_durable {
             settle(&mut workers, &mut logs);
         } else {
             let mut block = Vec::new();
@@ -677,7 +721,7 @@ mod two_logs {
         let mut restarted = [worker(0, logs[0].clone()), worker(1, logs[1].clone())];
         settle(&mut restarted, &mut logs);
         let publisher = connect(&mut restarted[0], &pub_id);
-        if !publish_durable {
+        if point != CrashPoint::AfterPubRec {
             // No PUBREC reached the publisher: it sends the message again.
             publish(&mut restarted[0], publisher, true);
         }
@@ -691,14 +735,76 @@ mod two_logs {
         count
     }
 
+    /// A PUBACK acknowledges a message only once every worker that got a copy for a persistent
+    /// session stored it durably: worker 0's own records are not enough (a crash before worker
+    /// 1 wrote its copy would lose an acknowledged message).
     #[test]
-    fn a_qos2_copy_for_another_worker_waits_for_the_publishers_records() {
-        for publish_durable in [false, true] {
-            assert_eq!(
-                crash_once(publish_durable),
-                1,
-                "delivered once (publish durable: {publish_durable})"
-            );
+    fn an_acknowledgement_waits_for_the_copies_stored_by_other_workers() {
+        let (sub_id, pub_id) = (id_owned_by(1, "sub"), id_owned_by(0, "pub"));
+        let mut workers = [worker(0, Vec::new()), worker(1, Vec::new())];
+        let mut logs: [Vec<Record>; 2] = [Vec::new(), Vec::new()];
+        let subscriber = connect(&mut workers[1], &sub_id);
+        subscribe(&mut workers[1], subscriber, QoS::AtLeastOnce);
+        let publisher = connect(&mut workers[0], &pub_id);
+        settle(&mut workers, &mut logs);
+        drain(&mut workers[0], publisher);
+        // The subscriber is offline: its copy is queued, and recorded, on worker 1.
+        workers[1].closed(subscriber, Instant(0));
+        settle(&mut workers, &mut logs);
+        let packet = Packet::Publish(Publish {
+            dup: false,
+            qos_pid: QosPid::AtLeastOnce(NonZeroU16::new(7).unwrap()),
+            retain: false,
+            topic: "x/one",
+            properties: PublishProperties::default(),
+            payload: b"one",
+        });
+        workers[0].handle_input(publisher, &bytes_of(packet), Instant(0));
+        let last = workers[0].take_records(&mut logs[0]);
+        workers[0].durable(last, Instant(0));
+        assert!(
+            workers[0].output(publisher).is_empty(),
+            "PUBACK before the copy left worker 0"
+        );
+        let mut remote = Vec::new();
+        workers[0].take_remote(&mut remote);
+        assert_eq!(
+            remote.len(),
+            1,
+            "the copy goes once worker 0's records are durable"
+        );
+        for delivery in remote {
+            workers[1].deliver_remote(delivery, Instant(0));
+        }
+        confirm(&mut workers);
+        assert!(
+            workers[0].output(publisher).is_empty(),
+            "PUBACK before worker 1's record of the copy was durable"
+        );
+        let last = workers[1].take_records(&mut logs[1]);
+        assert!(
+            logs[1].iter().any(|r| matches!(r, Record::Delivery { .. })),
+            "worker 1 records the queued copy"
+        );
+        workers[1].durable(last, Instant(0));
+        confirm(&mut workers);
+        let acks: Vec<Vec<u8>> = drain(&mut workers[0], publisher);
+        assert_eq!(acks.len(), 1, "one PUBACK once both are durable");
+        assert!(matches!(
+            decode_packet(&acks[0], V5).unwrap(),
+            Packet::PubAck(ack) if ack.packet_id.get() == 7
+        ));
+    }
+
+    #[test]
+    fn a_qos2_message_for_another_workers_session_is_delivered_once_whatever_the_crash_point() {
+        for point in [
+            CrashPoint::BeforePublisherRecords,
+            CrashPoint::BeforeCopyStored,
+            CrashPoint::BeforePubRecArrived,
+            CrashPoint::AfterPubRec,
+        ] {
+            assert_eq!(crash_once(point), 1, "delivered once (crash {point:?})");
         }
     }
 }

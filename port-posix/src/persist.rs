@@ -372,13 +372,17 @@ pub struct Opened {
 }
 
 /// Opens the store for `workers` workers. Records of files of other worker counts are handed
-/// to the worker that owns each client now (`client_owner`); retained ones to worker 0.
+/// to the worker that owns each client now (`client_owner`); retained ones to worker 0. The QoS 2
+/// flows a worker stored copies of (`Record::RemoteFlow`) stay with it, and are dropped when the
+/// worker count changes (a flow open at that restart may then have its message stored twice).
 pub fn open_all(config: &PersistConfig, workers: usize) -> io::Result<Opened> {
     let mut opened = Vec::new();
-    let mut moved: Vec<Record> = Vec::new();
+    let mut moved: Vec<(usize, Record)> = Vec::new();
     fs::create_dir_all(&config.dir)?;
     // Files of every worker count ever used: `worker-N.snap` and `worker-N.log`.
     let mut found = workers;
+    // One more than the highest worker number of the files: the worker count that wrote them.
+    let mut written_by_count = 0;
     for entry in fs::read_dir(&config.dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
@@ -391,6 +395,7 @@ pub fn open_all(config: &PersistConfig, workers: usize) -> io::Result<Opened> {
             .and_then(|n| n.parse::<usize>().ok());
         if let Some(number) = number {
             found = found.max(number + 1);
+            written_by_count = written_by_count.max(number + 1);
         }
     }
     for index in 0..found {
@@ -405,10 +410,17 @@ pub fn open_all(config: &PersistConfig, workers: usize) -> io::Result<Opened> {
         } else {
             drop(store);
         }
-        moved.extend(records);
+        moved.extend(records.into_iter().map(|record| (index, record)));
     }
     let total = moved.len();
-    for record in moved {
+    let same_count = written_by_count == workers;
+    for (written_by, record) in moved {
+        if record.stays_with_its_worker() {
+            if same_count {
+                opened[written_by].1.push(record);
+            }
+            continue;
+        }
         let owner = record
             .client_id()
             .map_or(0, |id| usize::from(client_owner(id, workers as u16)));

@@ -176,6 +176,8 @@ enum Mail {
     Deliveries(Vec<RemoteDelivery>),
     /// Subscription and retained changes made by another worker.
     Replication(Vec<Replication>),
+    /// Worker `from` stored the copies this worker sent it, up to record `seq`, durably.
+    Confirmed { from: u16, seq: u64 },
     /// A new configuration and access rules.
     Reload(Config, AccessRules),
     /// Add this worker's counters to a report.
@@ -211,6 +213,89 @@ impl Mailbox {
             .lock()
             .map(|mut queue| std::mem::take(&mut *queue))
             .unwrap_or_default()
+    }
+
+    /// Takes the routing changes only, leaving any other mail for the mailbox loop.
+    fn take_replication(&self) -> Vec<Replication> {
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let mut changes = Vec::new();
+        queue.retain_mut(|mail| match mail {
+            Mail::Replication(batch) => {
+                changes.append(batch);
+                false
+            }
+            _ => true,
+        });
+        changes
+    }
+}
+
+/// Where the workers wait for each other at startup: each one has restored its sessions and
+/// posted their subscriptions (and worker 0 the retained messages) to the others before any
+/// serves, so that no message published right after a restart misses a restored subscriber of
+/// another worker.
+struct StartupGate {
+    arrived: Mutex<usize>,
+    all_arrived: std::sync::Condvar,
+    workers: usize,
+}
+
+/// How long a worker waits at the gate for the others (one that fails to start never comes).
+const STARTUP_GATE_WAIT: Duration = Duration::from_secs(30);
+
+impl StartupGate {
+    fn new(workers: usize) -> StartupGate {
+        StartupGate {
+            arrived: Mutex::new(0),
+            all_arrived: std::sync::Condvar::new(),
+            workers,
+        }
+    }
+
+    /// Counts this worker in (once: see [`GatePass`]).
+    fn arrive(&self) {
+        if let Ok(mut arrived) = self.arrived.lock() {
+            *arrived += 1;
+            self.all_arrived.notify_all();
+        }
+    }
+
+    /// Waits until every worker has arrived, or gives up after [`STARTUP_GATE_WAIT`].
+    fn wait(&self) {
+        let Ok(arrived) = self.arrived.lock() else {
+            return;
+        };
+        let waited = self
+            .all_arrived
+            .wait_timeout_while(arrived, STARTUP_GATE_WAIT, |n| *n < self.workers);
+        if waited.is_ok_and(|(_, timeout)| timeout.timed_out()) {
+            warn!("startup: not every worker started within {STARTUP_GATE_WAIT:?}; serving anyway");
+        }
+    }
+}
+
+/// A worker's pass through the gate: it arrives when told, or when dropped (a worker that fails
+/// before the gate must not hold the others up).
+struct GatePass {
+    gate: Arc<StartupGate>,
+    arrived: bool,
+}
+
+impl GatePass {
+    fn arrive_and_wait(mut self) {
+        self.arrived = true;
+        self.gate.arrive();
+        self.gate.wait();
+    }
+}
+
+impl Drop for GatePass {
+    fn drop(&mut self) {
+        if !self.arrived {
+            self.gate.arrive();
+        }
     }
 }
 
@@ -286,6 +371,8 @@ struct Shared {
     mailboxes: Arc<[Mailbox]>,
     /// Scratch for the batches the engine hands over for other workers.
     outbox: RefCell<(Vec<RemoteDelivery>, Vec<Replication>)>,
+    /// Scratch for the confirmations of their copies that other workers wait for.
+    confirmations: RefCell<Vec<(u16, u64)>>,
     /// TLS and WebSocket settings by listener index (`None`: plain TCP), shared by the workers.
     wrappings: Arc<[Option<Wrapping>]>,
     /// Certificate names of the connections of `use_identity_as_username` listeners.
@@ -339,6 +426,14 @@ impl Shared {
         broker.take_remote(remote);
         broker.take_replication(replication);
         let workers = self.mailboxes.len();
+        let mut confirmations = self.confirmations.borrow_mut();
+        broker.take_confirmations(&mut confirmations);
+        for (origin, seq) in confirmations.drain(..) {
+            if let Some(mailbox) = self.mailboxes.get(usize::from(origin)) {
+                let from = self.worker as u16;
+                mailbox.post(Mail::Confirmed { from, seq });
+            }
+        }
         if !replication.is_empty() {
             for (index, mailbox) in self.mailboxes.iter().enumerate() {
                 if index != self.worker {
@@ -517,6 +612,11 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
             .collect(),
         None => Vec::new(),
     };
+    let gate = Arc::new(StartupGate::new(workers));
+    let pass = || GatePass {
+        gate: gate.clone(),
+        arrived: false,
+    };
     let mut threads = Vec::new();
     let mut wake_readers = wake_readers.into_iter();
     let own_wake = wake_readers
@@ -536,6 +636,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
             start,
             wrappings: wrappings.clone(),
             limits: limits.clone(),
+            gate: pass(),
             #[cfg(feature = "persist")]
             store: stores.get_mut(index).and_then(Option::take),
         };
@@ -557,6 +658,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
         start,
         wrappings,
         limits,
+        gate: pass(),
         #[cfg(feature = "persist")]
         store: stores.get_mut(0).and_then(Option::take),
     };
@@ -583,6 +685,8 @@ struct WorkerSetup {
     start: std::time::Instant,
     wrappings: Arc<[Option<Wrapping>]>,
     limits: Arc<[Option<Arc<ListenerLimit>>]>,
+    /// Where the workers wait for each other's restored state before serving.
+    gate: GatePass,
     /// This worker's store and the records it restores.
     #[cfg(feature = "persist")]
     store: Option<(crate::persist::FileStore, Vec<femtomq_core::broker::Record>)>,
@@ -603,6 +707,7 @@ fn worker_main(
         start,
         wrappings,
         limits,
+        gate,
         #[cfg(feature = "persist")]
         store,
     } = setup;
@@ -639,6 +744,23 @@ fn worker_main(
         }
         _ => None,
     };
+    if workers > 1 {
+        let mut replication = Vec::new();
+        broker.take_replication(&mut replication);
+        if !replication.is_empty() {
+            for (other, mailbox) in mailboxes.iter().enumerate() {
+                if other != index {
+                    mailbox.post(Mail::Replication(replication.clone()));
+                }
+            }
+        }
+        gate.arrive_and_wait();
+        for change in mailboxes[index].take_replication() {
+            broker.apply_replication(change);
+        }
+    } else {
+        drop(gate);
+    }
     let (authenticator, authorizer) = access.hooks();
     let identities = Rc::new(Identities::default());
     if wrappings.iter().flatten().any(Wrapping::uses_identity) {
@@ -665,6 +787,7 @@ fn worker_main(
         worker: index,
         mailboxes,
         outbox: RefCell::new((Vec::new(), Vec::new())),
+        confirmations: RefCell::new(Vec::new()),
         wrappings,
         identities,
         limits,
@@ -806,6 +929,9 @@ async fn mailbox_loop(
                     for change in changes {
                         broker.apply_replication(change);
                     }
+                }
+                Mail::Confirmed { from, seq } => {
+                    shared.broker.borrow_mut().remote_durable(from, seq, now);
                 }
                 Mail::Reload(config, access) => {
                     apply_reload(&shared, config, access);

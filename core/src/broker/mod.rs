@@ -60,6 +60,22 @@ pub fn client_owner(client_id: &str, workers: u16) -> u16 {
     (hash % u32::from(workers.max(1))) as u16
 }
 
+/// The message a PUBLISH carries, with its resolved topic, received at `now`.
+fn message_of(publish: &Publish<'_>, topic: Box<str>, v5: bool, now: Instant) -> SharedMessage {
+    Arc::new(Message {
+        topic,
+        payload: Box::from(publish.payload),
+        qos: publish.qos_pid.qos(),
+        retain: publish.retain,
+        properties: if v5 {
+            MessageProperties::from_publish(&publish.properties)
+        } else {
+            MessageProperties::default()
+        },
+        received_at: now,
+    })
+}
+
 /// A copy of a message for a session owned by another worker.
 #[derive(Debug, Clone)]
 pub struct RemoteDelivery {
@@ -73,16 +89,51 @@ pub struct RemoteDelivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions.
     pub subscription_ids: Box<[u32]>,
+    /// The worker that routed it.
+    pub origin: u16,
+    /// With [`Persistence::Durable`]: the origin's record number this copy confirms once the
+    /// receiving worker's records of it are durable ([`Broker::take_confirmations`]); the
+    /// origin holds the publisher's acknowledgement until then. 0: no confirmation wanted.
+    pub confirm: u64,
+    /// With persistence and several workers, the QoS 2 flow the copy belongs to, by which the
+    /// receiving worker keeps a publisher's resent message from being stored twice.
+    pub flow: Option<Qos2Flow>,
+}
+
+/// A QoS 2 PUBLISH flow of a publisher (its client identifier and packet identifier), carried
+/// with the copies of its message for other workers' sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qos2Flow {
+    /// The publisher's client identifier.
+    pub publisher: Box<str>,
+    /// The PUBLISH packet identifier.
+    pub packet_id: u16,
+    /// The publisher sent it again while the flow was open (its worker had it already, possibly
+    /// from before a crash): a worker that stored a copy of this flow keeps it and drops this
+    /// one; one that did not (the crash came first) stores it now.
+    pub resend: bool,
+    /// The routing that made the copy (its worker's count): the copies of one routing are
+    /// stored, or dropped as stored before, together.
+    pub routing: u64,
 }
 
 impl RemoteDelivery {
-    fn from_outgoing(subscriber: SubscriberId, outgoing: Outgoing) -> Self {
+    fn from_outgoing(
+        subscriber: SubscriberId,
+        outgoing: Outgoing,
+        origin: u16,
+        confirm: u64,
+        flow: Option<Qos2Flow>,
+    ) -> Self {
         RemoteDelivery {
+            flow,
             subscriber,
             message: outgoing.message,
             qos: outgoing.qos,
             retain: outgoing.retain,
             subscription_ids: outgoing.subscription_ids,
+            origin,
+            confirm,
         }
     }
 }
@@ -112,6 +163,13 @@ pub enum Replication {
     SessionEnded {
         /// The subscriber.
         subscriber: SubscriberId,
+    },
+    /// A publisher's QoS 2 flow was released (PUBREL): workers that stored copies of it forget it.
+    FlowReleased {
+        /// The publisher's client identifier.
+        publisher: Box<str>,
+        /// The packet identifier.
+        packet_id: u16,
     },
     /// A retained message was stored (or deleted, with an empty payload).
     Retain {
@@ -331,12 +389,22 @@ pub struct Broker {
     input: Option<ConnId>,
     /// Access answers for the packet being handled (see [`Broker::resolve_access`]).
     replay: AccessReplay,
-    /// Copies for sessions of other workers, until the port takes them.
     /// Copies for other workers' sessions, each with the record it waits for (see
     /// [`Broker::take_remote`]).
     remote: Vec<(u64, RemoteDelivery)>,
     /// Routing changes for other workers, until the port takes them.
     replication: Vec<Replication>,
+    /// The QoS 2 flow of the PUBLISH being routed, when its copies for other workers carry it
+    /// (persistence on, several workers).
+    routing_flow: Option<Qos2Flow>,
+    /// QoS 2 flows of other workers' publishers of which a copy was stored here, until their
+    /// PUBREL (see [`Qos2Flow`]).
+    remote_flows: alloc::collections::BTreeSet<(Box<str>, u16)>,
+    /// The routing (origin worker and its count) of the last copy with a flow delivered here,
+    /// and whether it was dropped as stored before.
+    last_routing: Option<(u16, u64, bool)>,
+    /// Routings made here (see [`Qos2Flow::routing`]).
+    routings: u64,
     /// Sessions of other workers that asked for their publishers to be held back, with the
     /// publishers held back for them (few at a time: a linear list).
     remote_pressure: Vec<(SubscriberId, Vec<ConnId>)>,
@@ -403,6 +471,10 @@ impl Broker {
             input: None,
             replay: AccessReplay::default(),
             remote: Vec::new(),
+            routing_flow: None,
+            remote_flows: alloc::collections::BTreeSet::new(),
+            last_routing: None,
+            routings: 0,
             replication: Vec::new(),
             remote_pressure: Vec::new(),
             journal: persist::Journal::default(),
@@ -498,9 +570,18 @@ impl Broker {
         out.append(&mut self.replication);
     }
 
-    /// Delivers a copy routed by another worker to one of this worker's sessions.
+    /// Delivers a copy routed by another worker to one of this worker's sessions. A copy that
+    /// asks for it is confirmed to its origin once the records it made here are durable
+    /// ([`Broker::take_confirmations`]).
     pub fn deliver_remote(&mut self, delivery: RemoteDelivery, now: Instant) {
-        if let Some(index) = self.local(delivery.subscriber) {
+        let (origin, confirm) = (delivery.origin, delivery.confirm);
+        let stored_before = match &delivery.flow {
+            Some(flow) => self.stored_before(origin, flow),
+            None => false,
+        };
+        if stored_before {
+            // Stored when the publisher first sent it.
+        } else if let Some(index) = self.local(delivery.subscriber) {
             let outgoing = Outgoing {
                 message: delivery.message,
                 qos: delivery.qos,
@@ -510,6 +591,33 @@ impl Broker {
             };
             self.deliver(index, outgoing, now);
         }
+        if confirm != 0 {
+            self.confirm_when_durable(origin, confirm);
+        }
+    }
+
+    /// Whether a copy of `flow` from `origin` was stored here before (then it is dropped): only
+    /// a resent message's can be. The copies of one routing share the answer; a flow whose
+    /// copies are stored is remembered (and recorded) until its PUBREL.
+    fn stored_before(&mut self, origin: u16, flow: &Qos2Flow) -> bool {
+        if let Some((o, routing, dropped)) = self.last_routing {
+            if o == origin && routing == flow.routing {
+                return dropped;
+            }
+        }
+        let key = (flow.publisher.clone(), flow.packet_id);
+        let dropped = flow.resend && self.remote_flows.contains(&key);
+        self.last_routing = Some((origin, flow.routing, dropped));
+        if !dropped && self.remote_flows.insert(key) {
+            self.persist_remote_flow(&flow.publisher, flow.packet_id, true);
+        }
+        dropped
+    }
+
+    /// Whether QoS 2 copies for other workers carry their flow: with persistence, the inbound
+    /// packet identifier and the copies are in different logs.
+    fn flows_cross_workers(&self) -> bool {
+        self.config.workers > 1 && self.config.persistence.is_on()
     }
 
     /// Applies a routing change made by another worker to this worker's replica.
@@ -527,6 +635,14 @@ impl Broker {
             }
             Replication::Unsubscribe { subscriber, filter } => {
                 self.subscriptions.unsubscribe(subscriber, &filter);
+            }
+            Replication::FlowReleased {
+                publisher,
+                packet_id,
+            } => {
+                if self.remote_flows.remove(&(publisher.clone(), packet_id)) {
+                    self.persist_remote_flow(&publisher, packet_id, false);
+                }
             }
             Replication::SessionEnded { subscriber } => {
                 self.subscriptions.unsubscribe_all(subscriber);
@@ -1956,6 +2072,43 @@ impl Broker {
         }
     }
 
+    /// The flow that copies for other workers carry, when they carry one.
+    fn flow_of(&mut self, index: u32, packet_id: u16, resend: bool) -> Option<Qos2Flow> {
+        if !self.flows_cross_workers() {
+            return None;
+        }
+        self.routings += 1;
+        Some(Qos2Flow {
+            publisher: self.session(index)?.client_id.clone(),
+            packet_id,
+            resend,
+            routing: self.routings,
+        })
+    }
+
+    /// A QoS 2 PUBLISH sent again before PUBREL, with several workers and persistence: this
+    /// worker's sessions have their copies (recorded with the inbound packet identifier), the
+    /// other workers' get theirs again, and keep them only if they did not store them before
+    /// (a crash between the two logs); PUBREC follows as for the first.
+    fn resend_to_workers(&mut self, conn: ConnId, index: u32, publish: Publish<'_>, now: Instant) {
+        let QosPid::ExactlyOnce(id) = publish.qos_pid else {
+            return;
+        };
+        let v5 = self.connection(conn).is_some_and(|c| c.version.is_v5());
+        let topic = match self.resolve_topic(conn, &publish) {
+            Ok(topic) => topic,
+            Err(reason) => {
+                self.protocol_violation(conn, reason, now);
+                return;
+            }
+        };
+        let message = message_of(&publish, topic, v5, now);
+        self.routing_flow = self.flow_of(index, id.get(), true);
+        self.route(Some(index), &message, now);
+        self.routing_flow = None;
+        self.send_publish_ack(conn, publish.qos_pid, ReasonCode::SUCCESS);
+    }
+
     fn send_publish_ack(&mut self, conn: ConnId, qos_pid: QosPid, reason: ReasonCode) {
         let ack = |id| Ack {
             packet_id: id,
@@ -1996,9 +2149,15 @@ impl Broker {
             let Some(session) = self.session(index) else {
                 return;
             };
-            // A repeated QoS 2 PUBLISH before PUBREL is acknowledged, not delivered again.
+            // A repeated QoS 2 PUBLISH before PUBREL is acknowledged, not delivered again; with
+            // several workers its copies for their sessions go again, marked as resent (see
+            // `Qos2Flow`).
             if session.inbound_qos2.contains(&id.get()) {
-                self.send_publish_ack(conn, publish.qos_pid, ReasonCode::SUCCESS);
+                if self.flows_cross_workers() {
+                    self.resend_to_workers(conn, index, publish, now);
+                } else {
+                    self.send_publish_ack(conn, publish.qos_pid, ReasonCode::SUCCESS);
+                }
                 return;
             }
             // More unreleased QoS 2 messages than the Receive Maximum we announced, which the
@@ -2061,18 +2220,7 @@ impl Broker {
             }
             return;
         }
-        let message = Arc::new(Message {
-            topic,
-            payload: Box::from(publish.payload),
-            qos: publish.qos_pid.qos(),
-            retain: publish.retain,
-            properties: if v5 {
-                MessageProperties::from_publish(&publish.properties)
-            } else {
-                MessageProperties::default()
-            },
-            received_at: now,
-        });
+        let message = message_of(&publish, topic, v5, now);
         // Recorded before the message is routed, so that copies for other workers' sessions
         // wait for this record (see `take_remote`).
         if let QosPid::ExactlyOnce(id) = publish.qos_pid {
@@ -2080,8 +2228,10 @@ impl Broker {
                 session.inbound_qos2.push(id.get());
             }
             self.persist_inbound(index, id.get(), true);
+            self.routing_flow = self.flow_of(index, id.get(), false);
         }
         let (delivered, retain_failure) = self.accept_message(Some(index), message, now);
+        self.routing_flow = None;
         let reason = match (retain_failure, delivered) {
             (Some(reason), _) if v5 => {
                 self.send_publish_failure(conn, publish.qos_pid, reason);
@@ -2164,14 +2314,40 @@ impl Broker {
                 subscription_ids: matches.identifiers(position).collect(),
                 seq: 0,
             };
+            let resend = self.routing_flow.as_ref().is_some_and(|f| f.resend);
             match self.local(delivery.subscriber) {
+                // A resent message's local copies were stored with its inbound packet
+                // identifier, in the same block.
+                Some(_) if resend => {}
                 Some(index) => self.deliver(index, outgoing, now),
                 // Sessions of other workers get theirs through their mailbox.
                 None => {
                     let wait = self.remote_wait();
+                    // A QoS 1/2 copy may be persisted there: what acknowledges the message here
+                    // waits until it is.
+                    let confirm = if outgoing.qos == QoS::AtMostOnce {
+                        0
+                    } else {
+                        wait
+                    };
+                    if confirm != 0 {
+                        let workers = u32::from(self.config.workers.max(1));
+                        self.await_remote((delivery.subscriber.0 % workers) as u16, confirm);
+                    }
+                    let worker = self.config.worker;
+                    let flow = match outgoing.qos {
+                        QoS::AtMostOnce => None,
+                        _ => self.routing_flow.clone(),
+                    };
                     self.remote.push((
                         wait,
-                        RemoteDelivery::from_outgoing(delivery.subscriber, outgoing),
+                        RemoteDelivery::from_outgoing(
+                            delivery.subscriber,
+                            outgoing,
+                            worker,
+                            confirm,
+                            flow,
+                        ),
                     ));
                     self.hold_back_for_remote(delivery.subscriber);
                 }
@@ -2687,6 +2863,14 @@ impl Broker {
             Some(position) => {
                 session.inbound_qos2.swap_remove(position);
                 self.persist_inbound(index, ack.packet_id.get(), false);
+                if self.flows_cross_workers() {
+                    if let Some(publisher) = self.session(index).map(|s| s.client_id.clone()) {
+                        self.replicate(Replication::FlowReleased {
+                            publisher,
+                            packet_id: ack.packet_id.get(),
+                        });
+                    }
+                }
                 self.send(conn, &Packet::PubComp(Ack::success(ack.packet_id)));
             }
             None => {

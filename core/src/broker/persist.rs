@@ -19,7 +19,7 @@
 //! `postcard(sequence number, record)`.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
@@ -267,6 +267,22 @@ pub enum Record {
         /// Topic name.
         topic: Box<str>,
     },
+    /// A copy of another worker's publisher's QoS 2 message was stored by this worker (see
+    /// [`Qos2Flow`](super::Qos2Flow)); a resent copy of the flow is not stored again. Kept by
+    /// the worker that wrote it.
+    RemoteFlow {
+        /// The publisher's client identifier.
+        publisher: Box<str>,
+        /// Its PUBLISH packet identifier.
+        packet_id: u16,
+    },
+    /// The publisher released that flow (PUBREL).
+    RemoteFlowReleased {
+        /// The publisher's client identifier.
+        publisher: Box<str>,
+        /// Its PUBLISH packet identifier.
+        packet_id: u16,
+    },
 }
 
 impl Record {
@@ -282,8 +298,20 @@ impl Record {
             | Record::DeliveryDone { client_id, .. }
             | Record::InboundQos2 { client_id, .. }
             | Record::InboundReleased { client_id, .. } => Some(client_id),
-            Record::Retained(_) | Record::RetainedDeleted { .. } => None,
+            Record::Retained(_)
+            | Record::RetainedDeleted { .. }
+            | Record::RemoteFlow { .. }
+            | Record::RemoteFlowReleased { .. } => None,
         }
+    }
+
+    /// True for the records that belong to the worker that wrote them, whichever sessions its
+    /// workers own ([`Record::RemoteFlow`], [`Record::RemoteFlowReleased`]).
+    pub fn stays_with_its_worker(&self) -> bool {
+        matches!(
+            self,
+            Record::RemoteFlow { .. } | Record::RemoteFlowReleased { .. }
+        )
     }
 }
 
@@ -421,6 +449,24 @@ pub(crate) struct Journal {
     wall_at_zero: u64,
     /// Connections with held output.
     held: Vec<ConnId>,
+    /// By worker: the record numbers of QoS 1/2 copies routed to its sessions and not yet
+    /// confirmed durable there, in order (see [`Broker::remote_durable`]).
+    unconfirmed: Vec<VecDeque<u64>>,
+    /// Copies from other workers to confirm: (origin worker, its record number, the last of
+    /// this worker's records once the copy was delivered), in order.
+    confirmations: VecDeque<(u16, u64, u64)>,
+}
+
+impl Journal {
+    /// Output held for records up to this one may go out: they are durable here, and every
+    /// copy they made for another worker's session is durable there.
+    fn released(&self) -> u64 {
+        self.unconfirmed
+            .iter()
+            .filter_map(|waits| waits.front())
+            .map(|&first| first - 1)
+            .fold(self.durable, u64::min)
+    }
 }
 
 /// What [`Broker::restore`] rebuilt.
@@ -462,6 +508,7 @@ struct RestoredSession {
 struct Model {
     sessions: BTreeMap<Box<str>, RestoredSession>,
     retained: BTreeMap<Box<str>, StoredMessage>,
+    remote_flows: BTreeSet<(Box<str>, u16)>,
 }
 
 impl Model {
@@ -561,6 +608,18 @@ impl Model {
             Record::RetainedDeleted { topic } => {
                 self.retained.remove(&topic);
             }
+            Record::RemoteFlow {
+                publisher,
+                packet_id,
+            } => {
+                self.remote_flows.insert((publisher, packet_id));
+            }
+            Record::RemoteFlowReleased {
+                publisher,
+                packet_id,
+            } => {
+                self.remote_flows.remove(&(publisher, packet_id));
+            }
         }
     }
 }
@@ -597,6 +656,64 @@ impl Broker {
             return;
         }
         self.journal.durable = seq.min(self.journal.last);
+        self.release_held();
+    }
+
+    /// Worker `worker` stored every copy this worker routed to it up to record `seq` durably
+    /// (its [`Broker::take_confirmations`]): acknowledgements that waited for them go out.
+    pub fn remote_durable(&mut self, worker: u16, seq: u64, now: Instant) {
+        let _ = now;
+        let Some(waits) = self.journal.unconfirmed.get_mut(usize::from(worker)) else {
+            return;
+        };
+        let before = waits.len();
+        while waits.front().is_some_and(|&wait| wait <= seq) {
+            waits.pop_front();
+        }
+        if waits.len() != before {
+            self.release_held();
+        }
+    }
+
+    /// The confirmations due to other workers, as (origin worker, record number): every copy
+    /// it routed here up to that record is durable in this worker's store. Post each to its
+    /// origin's [`Broker::remote_durable`].
+    pub fn take_confirmations(&mut self, out: &mut Vec<(u16, u64)>) {
+        let durable = self.journal.durable;
+        while let Some(&(origin, seq, _)) = self
+            .journal
+            .confirmations
+            .front()
+            .filter(|&&(_, _, local)| local <= durable)
+        {
+            self.journal.confirmations.pop_front();
+            match out.iter_mut().find(|(o, _)| *o == origin) {
+                Some(entry) => entry.1 = entry.1.max(seq),
+                None => out.push((origin, seq)),
+            }
+        }
+    }
+
+    /// A QoS 1/2 copy waiting for record `seq` goes to worker `worker`'s session.
+    pub(crate) fn await_remote(&mut self, worker: u16, seq: u64) {
+        let index = usize::from(worker);
+        if self.journal.unconfirmed.len() <= index {
+            self.journal
+                .unconfirmed
+                .resize_with(index + 1, VecDeque::new);
+        }
+        self.journal.unconfirmed[index].push_back(seq);
+    }
+
+    /// A copy from `origin` asking to confirm its record `seq` was delivered here.
+    pub(crate) fn confirm_when_durable(&mut self, origin: u16, seq: u64) {
+        let last = self.journal.last;
+        self.journal.confirmations.push_back((origin, seq, last));
+    }
+
+    /// Lets out the held output of every connection up to what is released.
+    fn release_held(&mut self) {
+        let seq = self.journal.released();
         let held = core::mem::take(&mut self.journal.held);
         for conn in held {
             let Some(connection) = self.connection_mut(conn) else {
@@ -653,7 +770,7 @@ impl Broker {
     /// durable, when it goes to a persistent session or acknowledges a PUBLISH.
     pub(crate) fn hold_output(&mut self, conn: ConnId, start: usize, acknowledges: bool) {
         let last = self.journal.last;
-        if last <= self.journal.durable {
+        if last <= self.journal.released() {
             return;
         }
         let Some(connection) = self.connection_mut(conn) else {
@@ -884,6 +1001,26 @@ impl Broker {
         }
     }
 
+    /// A copy of another worker's publisher's QoS 2 flow was stored here (`stored`) or the
+    /// flow released.
+    pub(crate) fn persist_remote_flow(&mut self, publisher: &str, packet_id: u16, stored: bool) {
+        if !self.config.persistence.is_on() {
+            return;
+        }
+        let publisher = Box::from(publisher);
+        self.emit(if stored {
+            Record::RemoteFlow {
+                publisher,
+                packet_id,
+            }
+        } else {
+            Record::RemoteFlowReleased {
+                publisher,
+                packet_id,
+            }
+        });
+    }
+
     /// A retained message was stored or (empty payload) deleted.
     pub(crate) fn persist_retained(&mut self, message: &SharedMessage) {
         if !self.config.persistence.is_on() || !self.config.persist_retained {
@@ -941,6 +1078,12 @@ impl Broker {
             for outgoing in session.queue.iter().filter(|o| o.seq != 0) {
                 out.push(self.delivery_record(client_id.clone(), outgoing, DeliveryState::Queued));
             }
+        }
+        for (publisher, packet_id) in &self.remote_flows {
+            out.push(Record::RemoteFlow {
+                publisher: publisher.clone(),
+                packet_id: *packet_id,
+            });
         }
         if self.config.persist_retained {
             self.retained.for_each(|message| {
@@ -1137,6 +1280,7 @@ impl Broker {
             }
             summary.sessions += 1;
         }
+        self.remote_flows = model.remote_flows;
         for (topic, stored) in model.retained {
             match self.revive(stored, now) {
                 Some(message) => {
