@@ -160,6 +160,15 @@ struct Connection {
 
 impl Connection {
     fn open(address: &str, client_id: &str, clean_start: bool) -> Result<Connection, String> {
+        Connection::open_with_keep_alive(address, client_id, clean_start, 60)
+    }
+
+    fn open_with_keep_alive(
+        address: &str,
+        client_id: &str,
+        clean_start: bool,
+        keep_alive: u16,
+    ) -> Result<Connection, String> {
         let stream = TcpStream::connect(address).map_err(|e| format!("connect {address}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream
@@ -171,7 +180,7 @@ impl Connection {
             &Packet::Connect(Connect {
                 version: VERSION,
                 clean_start,
-                keep_alive: 60,
+                keep_alive,
                 properties: ConnectProperties::default(),
                 client_id,
                 will: None,
@@ -564,20 +573,55 @@ fn traffic(config: &BenchConfig) -> Result<BenchReport, String> {
     })
 }
 
+/// Sends PINGREQ on every connection still alive, then reads each PINGRESP (a connection
+/// without one is marked dead).
+fn ping_all(connections: &mut [Connection], alive: &mut [bool]) {
+    for (connection, alive) in connections.iter_mut().zip(alive.iter_mut()) {
+        if *alive && connection.stream.write_all(&[0xC0, 0x00]).is_err() {
+            *alive = false;
+        }
+    }
+    for (connection, alive) in connections.iter_mut().zip(alive.iter_mut()) {
+        let mut pingresp = [0u8; 2];
+        if *alive
+            && (connection.stream.read_exact(&mut pingresp).is_err() || pingresp != [0xD0, 0x00])
+        {
+            *alive = false;
+        }
+    }
+}
+
+/// Keep Alive of the `conns` connections, in seconds; each pings at half of it.
+const CONNS_KEEP_ALIVE: u16 = 30;
+
 fn conns(config: &BenchConfig) -> Result<BenchReport, String> {
     let broker_cpu_before = config.broker_pid.and_then(cpu_seconds);
     let mut connections = Vec::with_capacity(config.clients);
     for index in 0..config.clients {
-        connections.push(Connection::open(
+        connections.push(Connection::open_with_keep_alive(
             &config.address,
             &format!("bench-idle-{index}"),
             true,
+            CONNS_KEEP_ALIVE,
         )?);
     }
     let held = config.broker_pid.and_then(rss_kb);
-    // Hold them: the broker answers keepalives (sent by nobody here: 60 s keep alive).
-    thread::sleep(config.duration);
+    // Hold them, each sending PINGREQ at half its Keep Alive: a connection that gets no
+    // PINGRESP (or was closed) counts as lost.
+    let start = Instant::now();
+    let every = Duration::from_secs(u64::from(CONNS_KEEP_ALIVE / 2));
+    let mut alive = vec![true; connections.len()];
+    let mut next_ping = start + every;
+    while start.elapsed() < config.duration {
+        let end = start + config.duration;
+        thread::sleep(next_ping.min(end).saturating_duration_since(Instant::now()));
+        if Instant::now() >= next_ping && Instant::now() < end {
+            ping_all(&mut connections, &mut alive);
+            next_ping += every;
+        }
+    }
     let held_end = config.broker_pid.and_then(rss_kb);
+    let answering = alive.iter().filter(|&&a| a).count() as u64;
     let broker_cpu = config
         .broker_pid
         .and_then(cpu_seconds)
@@ -587,7 +631,7 @@ fn conns(config: &BenchConfig) -> Result<BenchReport, String> {
     thread::sleep(Duration::from_millis(500));
     Ok(BenchReport {
         expected: config.clients as u64,
-        received: config.clients as u64,
+        received: answering,
         seconds: config.duration.as_secs_f64(),
         broker_cpu,
         broker_rss_peak_kb: held.max(held_end),

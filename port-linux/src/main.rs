@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 mod access;
+#[cfg(feature = "client")]
 mod bench;
+#[cfg(feature = "client")]
 mod client;
 mod config;
 mod listeners;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 use log::{error, info};
 
+#[cfg(feature = "client")]
 use femtomq_core::{ProtocolVersion, QoS};
 #[cfg(feature = "persist")]
 use femtomq_posix::persist::{PersistConfig, SyncMode};
@@ -75,6 +78,8 @@ struct PasswdArgs {
 
 /// Load-test an MQTT broker (this one or any other) and report throughput, loss, latency and,
 /// given its pid, the broker's CPU and memory.
+// Without `client` the commands stay, to say so clearly; their options go unread.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 struct BenchArgs {
@@ -87,7 +92,8 @@ struct BenchArgs {
     /// broker port (default 1883)
     #[argh(option, short = 'p', default = "1883")]
     port: u16,
-    /// clients: publishers (fanin), subscribers (fanout), pairs, or connections (conns)
+    /// clients: publishers (fanin), subscribers (fanout), pairs, or connections (conns: held
+    /// for the duration, each sending PINGREQ every 15 s; one without PINGRESP counts as lost)
     #[argh(option, short = 'n', default = "16")]
     clients: usize,
     /// quality of service 0, 1 or 2 (default 0)
@@ -216,6 +222,8 @@ struct CheckConfigArgs {
 }
 
 /// Publish messages (like mosquitto_pub).
+// Without `client` the commands stay, to say so clearly; their options go unread.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "pub")]
 struct PubArgs {
@@ -267,6 +275,8 @@ struct PubArgs {
 }
 
 /// Subscribe and print messages (like mosquitto_sub).
+// Without `client` the commands stay, to say so clearly; their options go unread.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "sub")]
 struct SubArgs {
@@ -715,6 +725,7 @@ fn signal_pid_file(path: &Path, signal: Signal) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(feature = "client")]
 fn protocol(name: &str) -> Result<ProtocolVersion, String> {
     match name {
         "5" | "mqttv5" => Ok(ProtocolVersion::V5),
@@ -726,10 +737,12 @@ fn protocol(name: &str) -> Result<ProtocolVersion, String> {
     }
 }
 
+#[cfg(feature = "client")]
 fn qos(value: u8) -> Result<QoS, String> {
     QoS::from_u8(value).ok_or_else(|| format!("QoS {value} does not exist (0, 1 or 2)"))
 }
 
+#[cfg(feature = "client")]
 fn refuse_tls(cafile: &Option<PathBuf>) -> Result<(), String> {
     match cafile {
         // The broker serves TLS (mqtts://, wss://); only these client commands lack it.
@@ -742,6 +755,31 @@ fn refuse_tls(cafile: &Option<PathBuf>) -> Result<(), String> {
     }
 }
 
+/// What `pub`, `sub` and `bench` say in a build without them.
+#[cfg(not(feature = "client"))]
+fn no_client_commands(command: &str) -> Result<(), String> {
+    Err(format!(
+        "{command}: this build has no client commands (cargo feature `client`); use \
+         mosquitto_pub / mosquitto_sub, or a default build"
+    ))
+}
+
+#[cfg(not(feature = "client"))]
+fn publish(_: PubArgs) -> Result<(), String> {
+    no_client_commands("pub")
+}
+
+#[cfg(not(feature = "client"))]
+fn subscribe(_: SubArgs) -> Result<(), String> {
+    no_client_commands("sub")
+}
+
+#[cfg(not(feature = "client"))]
+fn run_bench(_: BenchArgs) -> Result<(), String> {
+    no_client_commands("bench")
+}
+
+#[cfg(feature = "client")]
 fn publish(args: PubArgs) -> Result<(), String> {
     refuse_tls(&args.cafile)?;
     let mut messages: Vec<Vec<u8>> = args
@@ -794,6 +832,7 @@ fn publish(args: PubArgs) -> Result<(), String> {
     client::publish(&options, &request)
 }
 
+#[cfg(feature = "client")]
 fn subscribe(args: SubArgs) -> Result<(), String> {
     refuse_tls(&args.cafile)?;
     if args.topic.is_empty() {
@@ -820,6 +859,7 @@ fn subscribe(args: SubArgs) -> Result<(), String> {
     client::subscribe(&options, &request, &mut std::io::stdout().lock())
 }
 
+#[cfg(feature = "client")]
 fn run_bench(args: BenchArgs) -> Result<(), String> {
     let scenario = match args.scenario.as_str() {
         "fanin" => bench::Scenario::FanIn,

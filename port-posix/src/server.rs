@@ -363,6 +363,8 @@ struct Shared {
     armed: Cell<Option<Instant>>,
     start: std::time::Instant,
     open_sockets: Cell<usize>,
+    /// Gives freed heap memory back after the open sockets halve from a peak.
+    trimmer: RefCell<crate::trim::Trimmer>,
     sockets_closed: Notify,
     stopping: Cell<bool>,
     access: Rc<AccessHub>,
@@ -781,6 +783,7 @@ fn worker_main(
         armed: Cell::new(None),
         start,
         open_sockets: Cell::new(0),
+        trimmer: RefCell::new(crate::trim::Trimmer::default()),
         sockets_closed: Notify::default(),
         stopping: Cell::new(false),
         access,
@@ -1015,6 +1018,10 @@ fn spawn_connection(
     slot: Slot,
 ) {
     shared.open_sockets.set(shared.open_sockets.get() + 1);
+    shared
+        .trimmer
+        .borrow_mut()
+        .update(shared.open_sockets.get());
     let shared = shared.clone();
     let executor_for_task = executor.clone();
     executor
@@ -1031,6 +1038,10 @@ fn spawn_connection(
             )
             .await;
             shared.open_sockets.set(shared.open_sockets.get() - 1);
+            shared
+                .trimmer
+                .borrow_mut()
+                .update(shared.open_sockets.get());
             shared.sockets_closed.notify();
         })
         .detach();
@@ -1243,7 +1254,14 @@ async fn serve_connection(
     let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
     shared.broker.borrow_mut().closed(conn, shared.now());
     shared.dispatch();
-    shared.connections.borrow_mut().remove(&conn);
+    {
+        let mut connections = shared.connections.borrow_mut();
+        connections.remove(&conn);
+        // After a wave of disconnects the table gives its memory back.
+        if connections.capacity() > 64 && connections.len() < connections.capacity() / 4 {
+            connections.shrink_to_fit();
+        }
+    }
     shared.access.closed(conn);
     shared.identities.remove(conn);
 }

@@ -46,6 +46,13 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// As many connections as this machine's open-file limit allows (hard limit 20,000), each
+/// sending keepalives, held for a minute (`cargo xtask bench hold`).
+const HOLD_SCENARIOS: &[Scenario] = &[Scenario {
+    name: "19,000 connections held for 60 s with keepalives",
+    args: &["conns", "-n", "19000", "-d", "60"],
+}];
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Broker {
     Femtomq,
@@ -263,6 +270,31 @@ fn summarize(samples: &[Sample], connections: Option<f64>) -> Summary {
 
 /// Runs every scenario `runs` times per broker and returns the Markdown report.
 pub fn run(root: &Path, femtomq: &Path, runs: usize, command: &str) -> Result<String> {
+    run_scenarios(root, femtomq, runs, command, SCENARIOS)
+}
+
+/// `cargo xtask bench hold`: [`HOLD_SCENARIOS`] for both brokers.
+pub fn run_hold(root: &Path, femtomq: &Path, runs: usize, command: &str) -> Result<String> {
+    run_scenarios(root, femtomq, runs, command, HOLD_SCENARIOS)
+}
+
+/// Replaces the hold section of BENCHMARKS.md.
+pub fn write_hold_report(benchmarks: &PathBuf, report: &str) -> Result {
+    write_section(
+        benchmarks,
+        "hold",
+        "Connections held with keepalives",
+        report,
+    )
+}
+
+fn run_scenarios(
+    root: &Path,
+    femtomq: &Path,
+    runs: usize,
+    command: &str,
+    scenarios: &[Scenario],
+) -> Result<String> {
     if Command::new("mosquitto").arg("-h").output().is_err() {
         return Err("mosquitto is not installed: run `cargo xtask setup`".into());
     }
@@ -286,7 +318,8 @@ pub fn run(root: &Path, femtomq: &Path, runs: usize, command: &str) -> Result<St
     );
     let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|");
     let mut ratios = String::new();
-    for scenario in SCENARIOS {
+    let mut extrapolated = String::new();
+    for scenario in scenarios {
         let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
         for run in 0..runs {
             let order = if run % 2 == 0 {
@@ -335,14 +368,40 @@ pub fn run(root: &Path, femtomq: &Path, runs: usize, command: &str) -> Result<St
                 summary.generator_cpu
             );
         }
+        if connections.is_some() {
+            for (broker, summary) in [Broker::Femtomq, Broker::Mosquitto].iter().zip(&summaries) {
+                let _ = writeln!(
+                    extrapolated,
+                    "- {}, {}: {:.0} B per connection, so about {:.2} GB for 1 million connections",
+                    scenario.name,
+                    broker.name(),
+                    summary.per_connection_bytes,
+                    summary.per_connection_bytes * 1e6 / 1e9
+                );
+            }
+        }
         let ratio = summaries[0].per_cpu / summaries[1].per_cpu;
+        // For held connections the count is of connections, not messages: opening, holding and
+        // answering their keepalives.
+        let unit = if connections.is_some() {
+            "connections per broker CPU-second (connect, hold, keepalives)"
+        } else {
+            "msgs per broker CPU-second"
+        };
         let _ = writeln!(
             ratios,
-            "- {}: femtomq/Mosquitto = **{ratio:.2}x** msgs per broker CPU-second",
+            "- {}: femtomq/Mosquitto = **{ratio:.2}x** {unit}",
             scenario.name
         );
     }
     let _ = writeln!(report, "\nRatios (medians):\n\n{ratios}");
+    if !extrapolated.is_empty() {
+        let _ = writeln!(
+            report,
+            "Memory per connection (RSS growth while connected over the connection count, medians), \
+             extrapolated linearly:\n\n{extrapolated}"
+        );
+    }
     Ok(report)
 }
 

@@ -111,6 +111,8 @@ Commands:
   fuzz [SECONDS]     run each cargo-fuzz target for SECONDS (default 60); not part of ci
   bench [codec]      run the codec benchmark (results go to BENCHMARKS.md by hand)
   bench brokers [N]  femtomq against Mosquitto, N runs each (default 3), into BENCHMARKS.md
+  bench hold [N]     19,000 connections held for a minute with keepalives, femtomq and
+                     Mosquitto, N runs each (default 3), into BENCHMARKS.md
   bench persist [N]  QoS 1 fan-in to a persistent subscriber: femtomq with sync = always,
                      interval, never and in memory, and Mosquitto with persistence true,
                      N runs each (default 3), into BENCHMARKS.md
@@ -488,47 +490,44 @@ fn bench_engine_instructions() -> Result {
     Ok(())
 }
 
-/// `cargo xtask bench [codec | brokers [RUNS] | persist [RUNS] | engine]`: the codec
-/// micro-benchmark (default), or femtomq against Mosquitto (all scenarios, or QoS 1 with each
-/// persistence sync mode) with the results written into BENCHMARKS.md.
+/// One side-by-side suite of brokers.rs: (root, femtomq binary, runs, command) -> report.
+type BrokerSuite = fn(&Path, &Path, usize, &str) -> Result<String>;
+/// Writes a suite's report into its section of BENCHMARKS.md.
+type ReportWriter = fn(&PathBuf, &str) -> Result;
+
+/// `cargo xtask bench [codec | brokers [RUNS] | hold [RUNS] | persist [RUNS] | engine]`: the
+/// codec micro-benchmark (default), or femtomq against Mosquitto (all scenarios, 19,000 held
+/// connections, or QoS 1 with each persistence sync mode) with the results written into
+/// BENCHMARKS.md.
 fn bench(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
         None | Some("codec") => {
             run(cargo().args(["bench", "--package", "femtomq-core", "--bench", "codec"]))
         }
-        Some("brokers") => {
+        Some(suite @ ("brokers" | "persist" | "hold")) => {
             let runs: usize = match args.get(1) {
                 Some(text) => text
                     .parse()
-                    .map_err(|_| format!("bench brokers: `{text}` is not a number of runs"))?,
+                    .map_err(|_| format!("bench {suite}: `{text}` is not a number of runs"))?,
                 None => 3,
             };
             run(cargo().args(["build", "--release", "--package", "femtomq"]))?;
             let root = workspace_root();
             let femtomq = root.join("target").join("release").join("femtomq");
-            let command = format!("cargo xtask bench brokers {runs}");
-            let report = brokers::run(&root, &femtomq, runs, &command)?;
-            println!("{report}");
-            brokers::write_report(&root.join("BENCHMARKS.md"), &report)
-        }
-        Some("persist") => {
-            let runs: usize = match args.get(1) {
-                Some(text) => text
-                    .parse()
-                    .map_err(|_| format!("bench persist: `{text}` is not a number of runs"))?,
-                None => 3,
+            let command = format!("cargo xtask bench {suite} {runs}");
+            let benchmarks = root.join("BENCHMARKS.md");
+            let (measure, write): (BrokerSuite, ReportWriter) = match suite {
+                "brokers" => (brokers::run, brokers::write_report),
+                "persist" => (brokers::run_persist, brokers::write_persist_report),
+                _ => (brokers::run_hold, brokers::write_hold_report),
             };
-            run(cargo().args(["build", "--release", "--package", "femtomq"]))?;
-            let root = workspace_root();
-            let femtomq = root.join("target").join("release").join("femtomq");
-            let command = format!("cargo xtask bench persist {runs}");
-            let report = brokers::run_persist(&root, &femtomq, runs, &command)?;
+            let report = measure(&root, &femtomq, runs, &command)?;
             println!("{report}");
-            brokers::write_persist_report(&root.join("BENCHMARKS.md"), &report)
+            write(&benchmarks, &report)
         }
         Some("engine") => bench_engine_instructions(),
         Some(other) => Err(format!(
-            "bench: unknown suite `{other}` (codec, engine, brokers or persist)"
+            "bench: unknown suite `{other}` (codec, engine, brokers, hold or persist)"
         )),
     }
 }

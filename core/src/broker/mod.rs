@@ -368,10 +368,13 @@ impl RetainedMessage for SharedMessage {
 /// The broker engine. See the module documentation for how a port drives it.
 pub struct Broker {
     config: Config,
-    connections: Vec<Option<Connection>>,
+    /// Boxed, so that a free slot costs a pointer and a closed connection's memory goes back to
+    /// the allocator (measured: 19,000 connections left 8 MB of unboxed slots behind).
+    connections: Vec<Option<Box<Connection>>>,
     connection_generations: Vec<u32>,
     free_connections: Vec<u32>,
-    sessions: Vec<Option<Session>>,
+    /// Boxed like `connections`.
+    sessions: Vec<Option<Box<Session>>>,
     free_sessions: Vec<u32>,
     by_client_id: BTreeMap<Box<str>, u32>,
     subscriptions: SubscriptionIndex,
@@ -697,7 +700,8 @@ impl Broker {
         };
         let generation = self.connection_generations[index as usize].wrapping_add(1);
         self.connection_generations[index as usize] = generation;
-        self.connections[index as usize] = Some(Connection::new(generation, listener, now));
+        self.connections[index as usize] =
+            Some(Box::new(Connection::new(generation, listener, now)));
         self.timers.push(Reverse(Timer {
             at: now.plus_millis(self.config.connect_timeout_ms),
             kind: TimerKind::ConnectTimeout,
@@ -714,16 +718,16 @@ impl Broker {
     fn connection_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
         self.connections
             .get_mut(id.index as usize)?
-            .as_mut()
+            .as_deref_mut()
             .filter(|c| c.generation == id.generation)
     }
 
     fn session(&self, index: u32) -> Option<&Session> {
-        self.sessions.get(index as usize)?.as_ref()
+        self.sessions.get(index as usize)?.as_deref()
     }
 
     fn session_mut(&mut self, index: u32) -> Option<&mut Session> {
-        self.sessions.get_mut(index as usize)?.as_mut()
+        self.sessions.get_mut(index as usize)?.as_deref_mut()
     }
 
     /// Bytes waiting to be written to `conn`.
@@ -1857,7 +1861,7 @@ impl Broker {
                 (self.sessions.len() - 1) as u32
             }
         };
-        self.sessions[index as usize] = Some(Session::new(client_id.clone()));
+        self.sessions[index as usize] = Some(Box::new(Session::new(client_id.clone())));
         self.by_client_id.insert(client_id.clone(), index);
         self.stats.sessions += 1;
         self.events.push_back(Event::SessionCreated {
@@ -3067,10 +3071,10 @@ impl Broker {
     }
 }
 
-fn find_connection(connections: &[Option<Connection>], id: ConnId) -> Option<&Connection> {
+fn find_connection(connections: &[Option<Box<Connection>>], id: ConnId) -> Option<&Connection> {
     connections
         .get(id.index as usize)?
-        .as_ref()
+        .as_deref()
         .filter(|c| c.generation == id.generation)
 }
 
