@@ -307,6 +307,16 @@ struct AccessReplay {
     pending: bool,
 }
 
+impl AccessReplay {
+    /// Starts a new run with no answers, keeping the buffer (no allocation per packet).
+    fn reset(&mut self) {
+        self.answers.clear();
+        self.next = 0;
+        self.unreported = None;
+        self.pending = false;
+    }
+}
+
 impl Connection {
     fn new(generation: u32, listener: u16, now: Instant) -> Self {
         Connection {
@@ -1223,7 +1233,7 @@ impl Broker {
                     if let Some(connection) = self.connection_mut(conn) {
                         connection.last_received = now;
                     }
-                    self.replay = AccessReplay::default();
+                    self.replay.reset();
                     self.input = Some(conn);
                     self.handle_packet(conn, packet, now);
                     self.input = None;
@@ -1244,10 +1254,12 @@ impl Broker {
     /// After a packet was handled: if an access check answered Pending, keep the packet (and
     /// the answers so far) until [`Broker::resolve_access`].
     fn stash_if_pending(&mut self, conn: ConnId, packet: &[u8]) {
-        let replay = core::mem::take(&mut self.replay);
-        if !replay.pending {
+        if !self.replay.pending {
+            // The common case: keep the answers' buffer for the next packet.
+            self.replay.reset();
             return;
         }
+        let replay = core::mem::take(&mut self.replay);
         if let Some(connection) = self.connection_mut(conn) {
             if !matches!(connection.phase, Phase::Closing) {
                 connection.pending_access = Some(Box::new(PendingAccess {

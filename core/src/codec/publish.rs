@@ -70,7 +70,7 @@ impl<'a> Publish<'a> {
         if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::DupOnQoS0);
         }
-        let topic = reader.utf8()?;
+        let (topic, special) = reader.topic_name()?;
         let qos_pid = match qos {
             QoS::AtMostOnce => QosPid::AtMostOnce,
             QoS::AtLeastOnce => QosPid::AtLeastOnce(read_packet_id(reader)?),
@@ -81,7 +81,13 @@ impl<'a> Publish<'a> {
         } else {
             PublishProperties::default()
         };
-        match validate_name(topic) {
+        // A non-empty name without `+`, `#` or U+0000 is valid (its length fits in 16 bits).
+        let checked = if special || topic.is_empty() {
+            validate_name(topic)
+        } else {
+            Ok(())
+        };
+        match checked {
             Ok(()) => {}
             Err(TopicError::Empty) if version.is_v5() && properties.topic_alias.is_some() => {}
             Err(TopicError::Empty) if version.is_v5() => {

@@ -123,6 +123,19 @@ impl<'a> Reader<'a> {
         Ok(text)
     }
 
+    /// A PUBLISH topic name: [`Reader::utf8`], with the scan for U+0000 shared with the one for
+    /// wildcards, and whether the name holds `+` or `#` (then it needs
+    /// [`validate_name`](crate::topic::validate_name)'s full check; most topics have neither).
+    pub(crate) fn topic_name(&mut self) -> Result<(&'a str, bool), DecodeError> {
+        let bytes = self.binary()?;
+        let text = core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+        let special = crate::topic::has_null_or_wildcard(bytes);
+        if special && bytes.contains(&0) {
+            return Err(DecodeError::NullCharacter);
+        }
+        Ok((text, special))
+    }
+
     /// Fails unless every byte was read.
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.bytes.is_empty() {

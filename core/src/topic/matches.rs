@@ -130,7 +130,7 @@ impl Matches {
     pub(crate) fn intern(&mut self, topic: &str, labels: &Interner) {
         self.levels.clear();
         self.levels
-            .extend(topic.split('/').map(|level| labels.find(level)));
+            .extend(super::levels(topic).map(|level| labels.find(level)));
     }
 
     pub(crate) fn parts(&mut self) -> (&[u32], &mut Vec<(u32, u32)>, Collector<'_>) {

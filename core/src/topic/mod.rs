@@ -48,7 +48,63 @@ pub use shared::SharedStrategy;
 pub use trie::{
     MAX_SUBSCRIPTION_IDENTIFIER, SubscribeError, SubscribeOutcome, SubscriberId, SubscriptionIndex,
 };
+pub(crate) use validate::has_null_or_wildcard;
 pub use validate::{
     Filter, PROTOCOL_MAX_TOPIC_LENGTH, SHARE_PREFIX, TopicError, check_filter, check_name,
     filter_matches, is_shared, parse_filter, validate_filter, validate_name,
 };
+
+/// The levels of a topic name or filter, as `topic.split('/')` yields them (an empty topic is
+/// one empty level), found byte by byte: topic levels are short, and for them this loop costs a
+/// fraction of `str::split`'s searcher on the publish hot path (`cargo xtask bench engine`).
+pub(crate) fn levels(topic: &str) -> Levels<'_> {
+    Levels { rest: Some(topic) }
+}
+
+/// Iterator of [`levels`].
+pub(crate) struct Levels<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Levels<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match rest.bytes().position(|byte| byte == b'/') {
+            Some(slash) => {
+                self.rest = Some(&rest[slash + 1..]);
+                Some(&rest[..slash])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::levels;
+
+    #[test]
+    fn levels_split_like_str_split() {
+        for topic in [
+            "",
+            "/",
+            "a",
+            "a/b",
+            "/a/",
+            "a//b",
+            "sport/tennis/+",
+            "ü/ß/€",
+            "$SYS/x",
+        ] {
+            let ours: alloc::vec::Vec<&str> = levels(topic).collect();
+            let std: alloc::vec::Vec<&str> = topic.split('/').collect();
+            assert_eq!(ours, std, "{topic:?}");
+        }
+    }
+}

@@ -105,7 +105,7 @@ pub struct RetainedIndex<T> {
 }
 
 fn name_path(topic: &str) -> impl Iterator<Item = Step<'_>> {
-    topic.split('/').map(Step::Literal)
+    super::levels(topic).map(Step::Literal)
 }
 
 impl<T: RetainedMessage> RetainedIndex<T> {
