@@ -1,7 +1,7 @@
 //! femtomq-posix: drives [`femtomq_core`]'s broker engine on any POSIX system.
 //!
 //! [`run`] owns the sockets, the clock and the timers; the engine owns every MQTT decision.
-//! One thread runs an `async-executor` on the `async-io` reactor: a task accepts on each
+//! Each worker thread runs an `async-executor` on its own epoll reactor (`reactor.rs`): a task accepts on each
 //! listener, a task serves each connection (reading into a buffer that grows only to the
 //! packet in hand, writing everything the engine queued for it in one write per wake-up), a
 //! task fires the engine's deadlines, and tasks watch the control pipes (shutdown, reload,
@@ -16,6 +16,7 @@ mod listener;
 mod notify;
 #[cfg(feature = "persist")]
 pub mod persist;
+mod reactor;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;

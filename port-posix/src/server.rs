@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::reactor::{Async, Timer};
 use async_executor::LocalExecutor;
-use async_io::{Async, Timer};
-use std::io::Read as _;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use log::{debug, error, info, warn};
@@ -848,10 +847,8 @@ fn worker_main(
         }
         None => None,
     };
-    // async_io::block_on makes this thread wait in epoll itself when it has nothing to run;
-    // futures_lite's block_on would leave the reactor to async-io's helper thread, which then
-    // wakes this one through a futex for every event (measured: half the CPU in context switches).
-    async_io::block_on(executor.run(async {
+    // The thread waits in epoll itself when it has nothing to run (src/reactor.rs).
+    crate::reactor::block_on(executor.run(async {
         match &shutdown {
             Some(signal) => {
                 let mut byte = [0u8; 1];
@@ -890,7 +887,7 @@ fn worker_main(
             );
         };
         future::or(drained, late).await;
-    }));
+    }))?;
     let stats = shared.broker.borrow().stats();
     Ok(stats)
 }
@@ -1384,7 +1381,7 @@ impl Shared {
             drop(broker);
             let result = if pending.is_empty() {
                 // The common case: read into the shared buffer, keep only a partial tail.
-                match stream.get_ref().read(&mut scratch[..]) {
+                match stream.read_now(&mut scratch[..]) {
                     Ok(0) => return Ok(Reading::Closed),
                     Ok(count) => {
                         let used = self.broker.borrow_mut().handle_input(
@@ -1406,7 +1403,7 @@ impl Shared {
                 };
                 let start = pending.len();
                 pending.resize(start + needed.max(PENDING_STEP), 0);
-                match stream.get_ref().read(&mut pending[start..]) {
+                match stream.read_now(&mut pending[start..]) {
                     Ok(0) => return Ok(Reading::Closed),
                     Ok(count) => {
                         pending.truncate(start + count);
@@ -1490,7 +1487,7 @@ impl Shared {
                 return Ok(Reading::Progress);
             }
             drop(broker);
-            let count = match stream.get_ref().read(&mut scratch[..]) {
+            let count = match stream.read_now(&mut scratch[..]) {
                 Ok(0) => return Ok(Reading::Closed),
                 Ok(count) => count,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
+use crate::reactor::{Async, Timer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 
 /// `GET` or `POST`.
@@ -221,12 +221,12 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Sends `request` to `url` and returns whether the answer was 200 within `timeout`.
 pub async fn ask(url: &HttpUrl, request: &[u8], timeout: Duration) -> bool {
     let exchange = async {
-        let mut stream = Async::<TcpStream>::connect(url.address).await.ok()?;
-        stream.write_all(request).await.ok()?;
+        let stream = Async::<TcpStream>::connect(url.address).await.ok()?;
+        (&stream).write_all(request).await.ok()?;
         let mut head = Vec::with_capacity(512);
         let mut chunk = [0u8; 1024];
         loop {
-            let count = stream.read(&mut chunk).await.ok()?;
+            let count = (&stream).read(&mut chunk).await.ok()?;
             if count == 0 {
                 return None;
             }
