@@ -1,7 +1,8 @@
-//! femtomq-posix: drives [`femtomq_core`]'s broker engine on any POSIX system.
+//! femtomq-posix: drives [`femtomq_core`]'s broker engine on POSIX systems (Linux today: the
+//! reactor, `reactor.rs`, is epoll; a kqueue one would serve the BSDs behind the same API).
 //!
 //! [`run`] owns the sockets, the clock and the timers; the engine owns every MQTT decision.
-//! Each worker thread runs an `async-executor` on its own epoll reactor (`reactor.rs`): a task accepts on each
+//! Each worker thread runs an `async-executor` on its own reactor: a task accepts on each
 //! listener, a task serves each connection (reading into a buffer that grows only to the
 //! packet in hand, writing everything the engine queued for it in one write per wake-up), a
 //! task fires the engine's deadlines, and tasks watch the control pipes (shutdown, reload,

@@ -194,6 +194,14 @@ pub struct ConnId {
     generation: u32,
 }
 
+impl ConnId {
+    /// The connection's slot: small, dense and reused once the connection is closed (ports
+    /// index their own per-connection tables by it and compare the whole id).
+    pub fn slot(self) -> usize {
+        self.index as usize
+    }
+}
+
 /// Counters for metrics and `$SYS`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
