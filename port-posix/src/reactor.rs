@@ -86,21 +86,23 @@ struct Readiness {
 }
 
 impl Readiness {
-    fn wait_readable(&self, waker: &Waker) {
-        let old = self.reader.take();
-        self.reader.set(Some(match old {
-            Some(old) if old.will_wake(waker) => old,
-            _ => waker.clone(),
-        }));
+    /// The flag and the waiter's slot of one direction.
+    fn direction(&self, write: bool) -> (&Cell<bool>, &Cell<Option<Waker>>) {
+        if write {
+            (&self.writable, &self.writer)
+        } else {
+            (&self.readable, &self.reader)
+        }
     }
+}
 
-    fn wait_writable(&self, waker: &Waker) {
-        let old = self.writer.take();
-        self.writer.set(Some(match old {
-            Some(old) if old.will_wake(waker) => old,
-            _ => waker.clone(),
-        }));
-    }
+/// Leaves `waker` in `slot`, keeping the one there if it wakes the same task.
+fn wait_in(slot: &Cell<Option<Waker>>, waker: &Waker) {
+    let old = slot.take();
+    slot.set(Some(match old {
+        Some(old) if old.will_wake(waker) => old,
+        _ => waker.clone(),
+    }));
 }
 
 impl Reactor {
@@ -371,19 +373,10 @@ impl<T: AsFd> Async<T> {
         write: bool,
         mut attempt: impl FnMut(&T) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        let readiness = &self.registration.readiness;
-        let flag = if write {
-            &readiness.writable
-        } else {
-            &readiness.readable
-        };
+        let (flag, waiter) = self.registration.readiness.direction(write);
         loop {
             if !flag.get() {
-                if write {
-                    readiness.wait_writable(context.waker());
-                } else {
-                    readiness.wait_readable(context.waker());
-                }
+                wait_in(waiter, context.waker());
                 return Poll::Pending;
             }
             match attempt(&self.io) {
