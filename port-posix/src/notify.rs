@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 use std::future::poll_fn;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// Wakes the one task waiting on it; a notification sent while nobody waits is kept.
 #[derive(Default)]
@@ -20,14 +20,20 @@ impl Notify {
     }
 
     pub(crate) async fn notified(&self) {
-        poll_fn(|cx| {
-            if self.pending.replace(false) {
-                Poll::Ready(())
-            } else {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+        poll_fn(|cx| self.poll_notified(cx)).await
+    }
+
+    /// Ready (and the notification taken) if one was sent; otherwise the task of `cx` is the
+    /// waiter, woken by the next one.
+    pub(crate) fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pending.replace(false) {
+            return Poll::Ready(());
+        }
+        let old = self.waker.take();
+        self.waker.set(Some(match old {
+            Some(old) if old.will_wake(cx.waker()) => old,
+            _ => cx.waker().clone(),
+        }));
+        Poll::Pending
     }
 }

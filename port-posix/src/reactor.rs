@@ -310,16 +310,23 @@ pub struct Async<T: AsFd> {
     registration: Registration,
 }
 
-/// A source's place in the reactor, given back when it is dropped.
+/// A source's place in its thread's reactor, given back when it is dropped. The reactor is
+/// found through the thread (it lives as long as the thread, and a source never leaves its
+/// thread), which saves a pointer in every connection.
 struct Registration {
     key: u32,
     readiness: Rc<Readiness>,
-    reactor: Rc<Reactor>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.reactor.release(self.key);
+        // `try_with`: a source dropped while the thread's locals are torn down has no reactor
+        // left to tell.
+        let _ = CURRENT.try_with(|current| {
+            if let Some(reactor) = current.borrow().as_ref() {
+                reactor.release(self.key);
+            }
+        });
     }
 }
 
@@ -331,11 +338,7 @@ impl<T: AsFd> Async<T> {
         let (key, readiness) = reactor.register(&io)?;
         Ok(Async {
             io,
-            registration: Registration {
-                key,
-                readiness,
-                reactor,
-            },
+            registration: Registration { key, readiness },
         })
     }
 
@@ -348,7 +351,8 @@ impl<T: AsFd> Async<T> {
     pub fn into_inner(self) -> io::Result<T> {
         let Async { io, registration } = self;
         // The descriptor stays open, so its registration must go explicitly.
-        let deleted = epoll::delete(&registration.reactor.epoll, &io);
+        let deleted =
+            Reactor::current().and_then(|reactor| Ok(epoll::delete(&reactor.epoll, &io)?));
         drop(registration);
         deleted?;
         Ok(io)
@@ -363,6 +367,12 @@ impl<T: AsFd> Async<T> {
     /// Waits until the source may be written.
     pub async fn writable(&self) -> io::Result<()> {
         poll_fn(|context| self.poll_io(context, true, |_| Ok(()))).await
+    }
+
+    /// [`Async::readable`] for hand-written futures: ready at once unless the source was found
+    /// drained since its last event; otherwise the task is woken by the next one.
+    pub fn poll_readable(&self, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_io(context, false, |_| Ok(()))
     }
 
     /// Runs `attempt` while the source is ready in that direction and `attempt` finds it
@@ -405,6 +415,21 @@ where
             self.registration.readiness.readable.set(false);
         }
         result
+    }
+}
+
+impl<T: AsFd> Async<T>
+where
+    for<'a> &'a T: Write,
+{
+    /// One write for hand-written futures: the bytes the socket took, or `Pending` (the task
+    /// is woken when it may be written again).
+    pub fn poll_write_now(
+        &self,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(context, true, |mut io| io.write(buffer))
     }
 }
 
@@ -469,7 +494,7 @@ where
         context: &mut Context<'_>,
         buffer: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(context, true, |mut io| io.write(buffer))
+        self.poll_write_now(context, buffer)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,12 +1,15 @@
 //! The event loop: listeners, connections, timers and control, on one thread.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::reactor::{Async, Timer};
@@ -348,7 +351,8 @@ fn stats_line(when: &str, uptime: Duration, stats: &Stats) -> String {
 }
 
 struct ConnectionEntry {
-    notify: Rc<Notify>,
+    /// Wakes the connection's task when the engine has output for it.
+    notify: Notify,
     peer: SocketAddr,
 }
 
@@ -1084,16 +1088,10 @@ fn spawn_connection(
         .trimmer
         .borrow_mut()
         .update(shared.open_sockets.get());
-    let shared = shared.clone();
     executor
-        .spawn(async move {
-            serve_connection(&shared, start).await;
-            shared.open_sockets.set(shared.open_sockets.get() - 1);
-            shared
-                .trimmer
-                .borrow_mut()
-                .update(shared.open_sockets.get());
-            shared.sockets_closed.notify();
+        .spawn(ConnectionTask {
+            shared: shared.clone(),
+            stage: Stage::Start(start),
         })
         .detach();
 }
@@ -1232,86 +1230,204 @@ async fn access_loop(shared: Rc<Shared>, executor: Rc<LocalExecutor<'static>>) {
 }
 
 /// Serves one connection until either side closes it.
-async fn serve_connection(shared: &Shared, start: Box<ConnectionStart>) {
+/// A connection's task: placed on its worker, served, closed.
+///
+/// Written by hand, like [`Pump`], so that an idle connection's task holds the pump and one
+/// pointer: as async fns, the task kept their arguments and every stage's state side by side
+/// (200 B, and 432 B before the pump was written by hand).
+struct ConnectionTask {
+    shared: Rc<Shared>,
+    stage: Stage,
+}
+
+/// Where a [`ConnectionTask`] is.
+enum Stage {
+    Start(Box<ConnectionStart>),
+    /// Among several workers: reading the CONNECT to find the worker that owns its client
+    /// (boxed: large, and done with once the connection is placed).
+    Routing(Pin<Box<dyn Future<Output = Option<Box<ConnectionStart>>>>>),
+    Serving(Pump),
+    /// After a refused TLS or WebSocket handshake: the client is given time to read the answer.
+    Lingering(Pin<Box<dyn Future<Output = Pump>>>),
+    Done,
+}
+
+impl Future for ConnectionTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let task = &mut *self;
+        loop {
+            match std::mem::replace(&mut task.stage, Stage::Done) {
+                Stage::Start(start) => {
+                    task.stage = if task.shared.mailboxes.len() > 1 {
+                        // With several workers, the session's owner serves the connection.
+                        Stage::Routing(Box::pin(route_connection(task.shared.clone(), start)))
+                    } else {
+                        Stage::Serving(task.shared.open_connection(start))
+                    };
+                }
+                Stage::Routing(mut routing) => match routing.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        task.stage = Stage::Routing(routing);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(start)) => {
+                        task.stage = Stage::Serving(task.shared.open_connection(start));
+                    }
+                    Poll::Ready(None) => {}
+                },
+                Stage::Serving(mut pump) => match pump.poll(&task.shared, cx) {
+                    Poll::Pending => {
+                        task.stage = Stage::Serving(pump);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(pumped) => {
+                        let linger = match pumped {
+                            Err(e) => {
+                                let connections = task.shared.connections.borrow();
+                                let peer = connections.get(&pump.conn).map(|e| e.peer);
+                                debug!("connection from {}: {e}", display_peer(peer));
+                                false
+                            }
+                            Ok(()) => pump.layers.as_ref().is_some_and(|layers| layers.failed()),
+                        };
+                        if linger {
+                            task.stage = Stage::Lingering(Box::pin(async move {
+                                linger_close(&pump.stream).await;
+                                pump
+                            }));
+                        } else {
+                            task.shared.close_connection(pump);
+                        }
+                    }
+                },
+                Stage::Lingering(mut lingering) => match lingering.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        task.stage = Stage::Lingering(lingering);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(pump) => task.shared.close_connection(pump),
+                },
+                Stage::Done => {
+                    let shared = &task.shared;
+                    shared.open_sockets.set(shared.open_sockets.get() - 1);
+                    shared
+                        .trimmer
+                        .borrow_mut()
+                        .update(shared.open_sockets.get());
+                    shared.sockets_closed.notify();
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+/// Reads the first packet of a connection on a worker among several and hands the connection
+/// to the worker that owns its client; `Some` when it stays here.
+async fn route_connection(
+    shared: Rc<Shared>,
+    mut start: Box<ConnectionStart>,
+) -> Option<Box<ConnectionStart>> {
     let ConnectionStart {
         stream,
         peer,
-        listener,
         initial,
-        mut layers,
-        slot,
-    } = ConnectionStart::unbox(start);
-    let mut pending = initial;
-    if shared.mailboxes.len() > 1 {
-        // With several workers, the session's owner serves the connection: read the CONNECT
-        // first and hand the connection over if it names another worker's client.
-        match Box::pin(first_packet(
-            shared,
-            &stream,
-            &mut pending,
-            layers.as_deref_mut(),
-            peer,
-        ))
-        .await
-        {
-            Route::Here => {}
-            Route::Closed => {
-                if layers.as_ref().is_some_and(|layers| layers.failed()) {
-                    Box::pin(linger_close(&stream)).await;
-                }
-                return;
+        layers,
+        ..
+    } = &mut *start;
+    match first_packet(&shared, stream, initial, layers.as_deref_mut(), *peer).await {
+        Route::Here => Some(start),
+        Route::Closed => {
+            if start.layers.as_ref().is_some_and(|layers| layers.failed()) {
+                linger_close(&start.stream).await;
             }
-            Route::Worker(owner) => {
-                match stream.into_inner() {
-                    Ok(stream) => shared.mailboxes[owner].post(Mail::Handoff {
-                        stream,
-                        bytes: pending,
-                        peer,
-                        listener,
-                        layers,
-                        slot,
-                    }),
-                    Err(e) => debug!("connection from {peer}: {e}"),
-                }
-                return;
+            None
+        }
+        Route::Worker(owner) => {
+            let ConnectionStart {
+                stream,
+                peer,
+                listener,
+                initial,
+                layers,
+                slot,
+            } = ConnectionStart::unbox(start);
+            match stream.into_inner() {
+                Ok(stream) => shared.mailboxes[owner].post(Mail::Handoff {
+                    stream,
+                    bytes: initial,
+                    peer,
+                    listener,
+                    layers,
+                    slot,
+                }),
+                Err(e) => debug!("connection from {peer}: {e}"),
+            }
+            None
+        }
+    }
+}
+
+impl Shared {
+    /// Opens the engine's side of a connection placed on this worker.
+    fn open_connection(&self, start: Box<ConnectionStart>) -> Pump {
+        let ConnectionStart {
+            stream,
+            peer,
+            listener,
+            initial,
+            mut layers,
+            slot,
+        } = ConnectionStart::unbox(start);
+        let conn = self.broker.borrow_mut().open(listener, self.now());
+        self.connections.borrow_mut().insert(
+            conn,
+            ConnectionEntry {
+                notify: Notify::default(),
+                peer,
+            },
+        );
+        self.access.opened(conn, peer);
+        debug!("connection from {peer}");
+        if let Some(layers) = &mut layers {
+            self.note_identity(conn, listener, layers);
+            if let Some(description) = layers.just_established() {
+                debug!("connection from {peer}: {description}");
             }
         }
-    }
-    let notify = Rc::new(Notify::default());
-    let conn = shared.broker.borrow_mut().open(listener, shared.now());
-    shared.connections.borrow_mut().insert(
-        conn,
-        ConnectionEntry {
-            notify: notify.clone(),
-            peer,
-        },
-    );
-    shared.access.opened(conn, peer);
-    debug!("connection from {peer}");
-    if let Some(layers) = &mut layers {
-        shared.note_identity(conn, listener, layers);
-        if let Some(description) = layers.just_established() {
-            debug!("connection from {peer}: {description}");
+        Pump {
+            stream,
+            conn,
+            pending: initial,
+            output: Vec::new(),
+            written: 0,
+            layers,
+            _slot: slot,
+            closing_sent: false,
         }
     }
-    // By reference: as arguments moved in, the buffer and the layers would be stored twice
-    // in the task (see ConnectionStart).
-    let pumped = pump_connection(shared, &stream, conn, &notify, &mut pending, &mut layers).await;
-    match pumped {
-        Err(e) => debug!("connection from {peer}: {e}"),
-        Ok(()) if layers.as_ref().is_some_and(|layers| layers.failed()) => {
-            Box::pin(linger_close(&stream)).await
+
+    /// Closes the socket and the engine's side of a connection that was served here.
+    fn close_connection(&self, pump: Pump) {
+        let _ = pump.stream.get_ref().shutdown(std::net::Shutdown::Both);
+        let conn = pump.conn;
+        self.broker.borrow_mut().closed(conn, self.now());
+        self.dispatch();
+        self.connections.borrow_mut().remove(&conn);
+        self.access.closed(conn);
+        self.identities.remove(conn);
+    }
+
+    /// [`Notify::poll_notified`] of a connection's entry.
+    fn poll_notified(&self, conn: ConnId, cx: &mut Context<'_>) -> Poll<()> {
+        match self.connections.borrow().get(&conn) {
+            Some(entry) => entry.notify.poll_notified(cx),
+            // Not in the table: nothing can notify it (only while it is being closed).
+            None => Poll::Pending,
         }
-        Ok(()) => {}
     }
-    let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
-    shared.broker.borrow_mut().closed(conn, shared.now());
-    shared.dispatch();
-    {
-        shared.connections.borrow_mut().remove(&conn);
-    }
-    shared.access.closed(conn);
-    shared.identities.remove(conn);
 }
 
 /// Where a new connection belongs.
@@ -1398,11 +1514,6 @@ async fn first_packet(
         }
     };
     future::or(read, give_up).await
-}
-
-enum Wake {
-    Readable,
-    Notified,
 }
 
 /// What one turn of reading found.
@@ -1602,103 +1713,138 @@ fn display_peer(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "?".to_string(), |peer| peer.to_string())
 }
 
-async fn pump_connection(
-    shared: &Shared,
-    stream: &Async<TcpStream>,
+/// A connection being served: the engine's output written to the socket, the socket's input
+/// handed to the engine, until either side closes.
+///
+/// A hand-written future rather than an async fn: an idle connection's task then holds these
+/// fields only, where the async fn's state machine kept room for every nested future beside
+/// them (432 B per idle connection, see BENCHMARKS.md).
+struct Pump {
+    stream: Async<TcpStream>,
     conn: ConnId,
-    notify: &Notify,
-    pending: &mut Vec<u8>,
-    layers: &mut Option<Box<Layers>>,
-) -> io::Result<()> {
-    let mut output = Vec::new();
-    let mut closing_sent = false;
-    loop {
-        // Everything the engine queued for this connection goes out in one write.
-        shared
-            .broker
-            .borrow_mut()
-            .swap_output(conn, &mut output, shared.now());
-        shared.dispatch();
-        if let Some(layers) = layers.as_mut() {
-            // Through TLS and WebSocket: the engine's bytes in one frame, then the records.
-            if !output.is_empty() {
-                layers.send(&output);
-                output.clear();
-            }
-            if !closing_sent && shared.broker.borrow().is_closing(conn) {
-                closing_sent = true;
-                layers.close(shared.stopping.get());
-            }
-            layers.take_output(&mut output);
-        }
-        if !output.is_empty() {
-            let written = async {
-                let mut writer = stream;
-                writer.write_all(&output).await.map(|()| true)
-            };
-            let abandoned = async {
-                // A client that stops reading must not keep a closing connection alive.
-                loop {
-                    notify.notified().await;
-                    if shared.broker.borrow().is_closing(conn) {
-                        return Ok(false);
+    /// The start of a packet not complete yet, and packets left over while input is paused.
+    pending: Vec<u8>,
+    /// The engine's output being written; `written` bytes of it are out.
+    output: Vec<u8>,
+    written: usize,
+    layers: Option<Box<Layers>>,
+    /// Its place on its listener, given back when the connection ends.
+    _slot: Slot,
+    /// The TLS close or WebSocket close frame was queued.
+    closing_sent: bool,
+}
+
+impl Pump {
+    /// Runs the connection until it closes (`Ok`) or its socket fails.
+    fn poll(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let conn = self.conn;
+        loop {
+            if self.written < self.output.len() {
+                match self.stream.poll_write_now(cx, &self.output[self.written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(count)) => {
+                        self.written += count;
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        // A client that stops reading must not keep a closing connection alive.
+                        while shared.poll_notified(conn, cx).is_ready() {
+                            if shared.broker.borrow().is_closing(conn) {
+                                return Poll::Ready(Ok(()));
+                            }
+                        }
+                        return Poll::Pending;
                     }
                 }
-            };
-            if !future::or(written, abandoned).await? {
-                return Ok(());
             }
-            // The buffer goes back to the engine for the next packets: keep a small one only, so
-            // that thousands of connections that once sent a large packet do not hold it.
-            if output.capacity() > KEEP_OUTPUT_BUFFER {
-                output = Vec::new();
+            if !self.output.is_empty() {
+                self.output.clear();
+                self.written = 0;
+                // The buffer goes back to the engine for the next packets: keep a small one
+                // only, so that thousands of connections that once sent a large packet do not
+                // hold it.
+                if self.output.capacity() > KEEP_OUTPUT_BUFFER {
+                    self.output = Vec::new();
+                }
             }
-            continue;
-        }
-        if shared.broker.borrow().is_closing(conn)
-            || layers.as_ref().is_some_and(|layers| layers.finished())
-        {
-            return Ok(());
-        }
-        // A paused connection (flow control) is not read until the engine wakes it.
-        let paused = shared.broker.borrow().is_paused(conn);
-        // Packets left over when the engine paused this connection are handled first: the
-        // socket may have nothing more to say, so it would never become readable for them.
-        if !paused && !pending.is_empty() {
-            let used = shared
+            // Everything the engine queued for this connection goes out in one write.
+            shared
                 .broker
                 .borrow_mut()
-                .handle_input(conn, pending, shared.now());
-            if used > 0 {
-                pending.drain(..used);
-                shared.dispatch();
+                .swap_output(conn, &mut self.output, shared.now());
+            shared.dispatch();
+            if let Some(layers) = self.layers.as_mut() {
+                // Through TLS and WebSocket: the engine's bytes in one frame, then the records.
+                if !self.output.is_empty() {
+                    layers.send(&self.output);
+                    self.output.clear();
+                }
+                if !self.closing_sent && shared.broker.borrow().is_closing(conn) {
+                    self.closing_sent = true;
+                    layers.close(shared.stopping.get());
+                }
+                layers.take_output(&mut self.output);
+            }
+            if !self.output.is_empty() {
                 continue;
             }
-        }
-        let readable = async {
-            if paused {
-                future::pending::<()>().await;
+            if shared.broker.borrow().is_closing(conn)
+                || self.layers.as_ref().is_some_and(|layers| layers.finished())
+            {
+                return Poll::Ready(Ok(()));
             }
-            stream.readable().await.map(|()| Wake::Readable)
-        };
-        let notified = async {
-            notify.notified().await;
-            Ok(Wake::Notified)
-        };
-        match future::or(readable, notified).await? {
-            Wake::Readable => {
-                let reading = match layers.as_mut() {
-                    Some(layers) => shared.read_layered(stream, conn, pending, layers)?,
-                    None => shared.read_available(stream, conn, pending)?,
-                };
-                shared.dispatch();
-                if let Reading::Closed = reading {
-                    return Ok(());
+            // A paused connection (flow control) is not read until the engine wakes it.
+            let paused = shared.broker.borrow().is_paused(conn);
+            // Packets left over when the engine paused this connection are handled first: the
+            // socket may have nothing more to say, so it would never become readable for them.
+            if !paused && !self.pending.is_empty() {
+                let used =
+                    shared
+                        .broker
+                        .borrow_mut()
+                        .handle_input(conn, &self.pending, shared.now());
+                if used > 0 {
+                    self.pending.drain(..used);
+                    shared.dispatch();
+                    continue;
                 }
-                // Let the connections this one wrote to, and the others, have their turn.
-                future::yield_now().await;
             }
-            Wake::Notified => {}
+            if shared.poll_notified(conn, cx).is_ready() {
+                continue;
+            }
+            if paused {
+                return Poll::Pending;
+            }
+            match self.stream.poll_readable(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let reading = match self.layers.as_mut() {
+                Some(layers) => {
+                    shared.read_layered(&self.stream, conn, &mut self.pending, layers)?
+                }
+                None => shared.read_available(&self.stream, conn, &mut self.pending)?,
+            };
+            shared.dispatch();
+            if let Reading::Closed = reading {
+                return Poll::Ready(Ok(()));
+            }
+            // Let the connections this one wrote to, and the others, have their turn.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What every idle connection's task holds (besides the executor's header): a growth here
+    /// is a growth of the memory per connection, so it is a deliberate change of this bound.
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        assert!(std::mem::size_of::<super::Pump>() <= 112);
+        assert!(std::mem::size_of::<super::ConnectionTask>() <= 120);
     }
 }
