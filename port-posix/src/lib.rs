@@ -19,6 +19,7 @@ mod notify;
 pub mod persist;
 mod reactor;
 mod server;
+mod slots;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;

@@ -28,6 +28,7 @@ use femtomq_core::{Instant, ProtocolVersion};
 use crate::auth::{AccessHub, AccessRules, Answer};
 use crate::listener::ListenerSpec;
 use crate::notify::Notify;
+use crate::slots::SlotTable;
 use crate::transport::{Identities, IdentityAuthenticator, Layers, Wrapping};
 
 /// The loop's one read buffer. Every connection reads into it as much as the socket holds
@@ -356,43 +357,8 @@ struct ConnectionEntry {
     peer: SocketAddr,
 }
 
-/// The open connections' entries by [`ConnId::slot`]: the engine keeps slots dense, so a
-/// vector costs less per connection than a hash map (about 100 B there with its spare room).
-#[derive(Default)]
-struct ConnectionTable {
-    entries: Vec<Option<(ConnId, ConnectionEntry)>>,
-}
-
-impl ConnectionTable {
-    fn get(&self, conn: &ConnId) -> Option<&ConnectionEntry> {
-        match self.entries.get(conn.slot()) {
-            Some(Some((id, entry))) if id == conn => Some(entry),
-            _ => None,
-        }
-    }
-
-    fn insert(&mut self, conn: ConnId, entry: ConnectionEntry) {
-        let slot = conn.slot();
-        if self.entries.len() <= slot {
-            self.entries.resize_with(slot + 1, || None);
-        }
-        self.entries[slot] = Some((conn, entry));
-    }
-
-    fn remove(&mut self, conn: &ConnId) {
-        let slot = conn.slot();
-        if self.get(conn).is_some() {
-            self.entries[slot] = None;
-        }
-        while self.entries.last().is_some_and(Option::is_none) {
-            self.entries.pop();
-        }
-        // After a wave of disconnects the table gives its memory back.
-        if self.entries.capacity() > 64 && self.entries.len() < self.entries.capacity() / 4 {
-            self.entries.shrink_to_fit();
-        }
-    }
-}
+/// The open connections of a worker.
+type ConnectionTable = SlotTable<ConnectionEntry>;
 
 /// State shared by the tasks of the loop (all on one thread).
 struct Shared {

@@ -270,11 +270,11 @@ struct Connection {
     /// CONNECT's Request Problem Information (absent means 1): when false, failures other than
     /// CONNACK and DISCONNECT carry no Reason String `[MQTT-3.1.2-29]`.
     request_problem_information: bool,
-    inbound_aliases: Vec<Option<Box<str>>>,
-    outbound_aliases: Vec<Box<str>>,
     listener: u16,
     username: Option<Box<str>>,
-    auth_method: Option<Box<str>>,
+    /// Topic aliases, the authentication method and held output: `None` while the connection
+    /// uses none of them (most connections never do).
+    extras: Option<Box<ConnectionExtras>>,
     reauthenticating: bool,
     /// Flow control: the port stops reading this connection until the sessions its messages
     /// are piling up in have drained (see [`Broker::is_paused`]).
@@ -284,12 +284,28 @@ struct Connection {
     /// Its session is persistent: output waits for the records before it to be durable
     /// (`Persistence::Durable`).
     hold_output: bool,
-    /// Held output: from byte offset `.0` on, nothing goes out before record `.1` is durable.
-    holds: VecDeque<(usize, u64)>,
     /// A PUBLISH or SUBSCRIBE whose access check is pending: input stops until
     /// [`Broker::resolve_access`].
     pending_access: Option<Box<PendingAccess>>,
 }
+
+/// What few connections use, kept apart so that the others do not pay for it (96 B each).
+#[derive(Debug, Default)]
+struct ConnectionExtras {
+    inbound_aliases: Vec<Option<Box<str>>>,
+    outbound_aliases: Vec<Box<str>>,
+    auth_method: Option<Box<str>>,
+    /// Held output: from byte offset `.0` on, nothing goes out before record `.1` is durable.
+    holds: VecDeque<(usize, u64)>,
+}
+
+/// The extras of every connection that has none.
+static NO_EXTRAS: ConnectionExtras = ConnectionExtras {
+    inbound_aliases: Vec::new(),
+    outbound_aliases: Vec::new(),
+    auth_method: None,
+    holds: VecDeque::new(),
+};
 
 /// A PUBLISH or SUBSCRIBE kept while the authorizer decides ([`AccessDecision::Pending`]).
 #[derive(Debug)]
@@ -341,18 +357,25 @@ impl Connection {
             maximum_packet_size: u32::MAX,
             topic_alias_maximum: 0,
             request_problem_information: true,
-            inbound_aliases: Vec::new(),
-            outbound_aliases: Vec::new(),
             listener,
             username: None,
-            auth_method: None,
+            extras: None,
             reauthenticating: false,
             paused: false,
             connect_expiry_zero: false,
             hold_output: false,
-            holds: VecDeque::new(),
             pending_access: None,
         }
+    }
+
+    /// The connection's extras (empty when it has none).
+    fn extras(&self) -> &ConnectionExtras {
+        self.extras.as_deref().unwrap_or(&NO_EXTRAS)
+    }
+
+    /// The extras, to change: allocated on first use.
+    fn extras_mut(&mut self) -> &mut ConnectionExtras {
+        self.extras.get_or_insert_with(Box::default)
     }
 }
 
@@ -700,7 +723,8 @@ impl Broker {
     /// Messages queued for `client_id`'s session, if it exists.
     pub fn queued_messages(&self, client_id: &str) -> Option<usize> {
         let index = *self.by_client_id.get(client_id)?;
-        self.session(index).map(|session| session.queue.len())
+        self.session(index)
+            .map(|session| session.backlog().queue.len())
     }
 
     // ----- connections ---------------------------------------------------------------------
@@ -751,7 +775,7 @@ impl Broker {
     /// Bytes waiting to be written to `conn`.
     pub fn output(&self, conn: ConnId) -> &[u8] {
         self.connection(conn).map_or(&[], |c| {
-            &c.out[..c.holds.front().map_or(c.out.len(), |h| h.0)]
+            &c.out[..c.extras().holds.front().map_or(c.out.len(), |h| h.0)]
         })
     }
 
@@ -763,13 +787,16 @@ impl Broker {
             return;
         };
         let free = connection
+            .extras()
             .holds
             .front()
             .map_or(connection.out.len(), |h| h.0);
         let written = written.min(free);
         connection.out.drain(..written);
-        for hold in &mut connection.holds {
-            hold.0 -= written;
+        if let Some(extras) = connection.extras.as_deref_mut() {
+            for hold in &mut extras.holds {
+                hold.0 -= written;
+            }
         }
         if connection.out.is_empty() && connection.out.capacity() > 4096 {
             // Buffers grow to the packet in hand and shrink back when idle.
@@ -791,13 +818,13 @@ impl Broker {
         let Some(connection) = self.connection_mut(conn) else {
             return;
         };
-        match connection.holds.front() {
+        match connection.extras().holds.front() {
             None => core::mem::swap(&mut connection.out, buffer),
             // Only what is durable goes out (`Persistence::Durable`).
             Some(&(free, _)) => {
                 buffer.extend_from_slice(&connection.out[..free]);
                 connection.out.drain(..free);
-                for hold in &mut connection.holds {
+                for hold in &mut connection.extras_mut().holds {
                     hold.0 -= free;
                 }
             }
@@ -809,7 +836,10 @@ impl Broker {
 
     /// The port took a session's output: move waiting messages into the room it made.
     fn output_taken(&mut self, index: u32, now: Instant) {
-        if self.session(index).is_some_and(|s| !s.queue.is_empty()) {
+        if self
+            .session(index)
+            .is_some_and(|s| !s.backlog().queue.is_empty())
+        {
             self.pump(index, now);
         }
         self.made_progress(index, now);
@@ -1022,6 +1052,9 @@ impl Broker {
             .and_then(|index| self.session(index))
             .map(|session| session.client_id.clone());
         if let Some(index) = session_index {
+            if let Some(session) = self.session_mut(index) {
+                session.tidy();
+            }
             self.detach_session(index, cause, now);
             self.stats.connected = self.stats.connected.saturating_sub(1);
         }
@@ -1393,7 +1426,17 @@ impl Broker {
                 Packet::PubComp(ack) => self.handle_pubcomp(conn, ack, now),
                 Packet::Subscribe(subscribe) => self.handle_subscribe(conn, subscribe, now),
                 Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, unsubscribe),
-                Packet::PingReq => self.send(conn, &Packet::PingResp),
+                Packet::PingReq => {
+                    // A connection that only pings is idle: its session gives back the room
+                    // its earlier traffic took (not at every acknowledgement: a busy session
+                    // would allocate it again at once).
+                    if let Some(index) = self.connection(conn).and_then(|c| c.session) {
+                        if let Some(session) = self.session_mut(index) {
+                            session.tidy();
+                        }
+                    }
+                    self.send(conn, &Packet::PingResp)
+                }
                 Packet::Disconnect(disconnect) => self.handle_disconnect(conn, disconnect, now),
                 Packet::Auth(auth) => self.handle_auth_step(conn, auth, now),
                 // A second CONNECT `[MQTT-3.1.0-2]`, or a packet only a server sends.
@@ -1642,7 +1685,7 @@ impl Broker {
         };
         let expected = match &connection.phase {
             Phase::Authenticating(request) => request.auth_method.as_deref(),
-            _ => connection.auth_method.as_deref(),
+            _ => connection.extras().auth_method.as_deref(),
         };
         // AUTH is only valid inside an exchange of the method CONNECT chose `[MQTT-4.12.0-5]`.
         let Some(method) = auth
@@ -1713,7 +1756,10 @@ impl Broker {
     }
 
     fn apply_reauth_decision(&mut self, conn: ConnId, decision: AuthDecision, now: Instant) {
-        let Some(method) = self.connection(conn).and_then(|c| c.auth_method.clone()) else {
+        let Some(method) = self
+            .connection(conn)
+            .and_then(|c| c.extras().auth_method.clone())
+        else {
             return;
         };
         match decision {
@@ -1804,7 +1850,9 @@ impl Broker {
         connection.maximum_packet_size = request.maximum_packet_size;
         connection.topic_alias_maximum = request.topic_alias_maximum;
         connection.username = username.clone();
-        connection.auth_method = request.auth_method.clone();
+        if request.auth_method.is_some() || connection.extras.is_some() {
+            connection.extras_mut().auth_method = request.auth_method.clone();
+        }
         connection.connect_expiry_zero = request.requested_session_expiry == 0;
         let listener = connection.listener;
         let version = connection.version;
@@ -1905,6 +1953,7 @@ impl Broker {
         // A QoS 2 message awaiting PUBCOMP still counts against the window.
         let mut room = window.saturating_sub(
             session
+                .backlog()
                 .inflight
                 .iter()
                 .filter(|e| e.awaiting == Awaiting::PubComp)
@@ -1912,7 +1961,10 @@ impl Broker {
         );
         // In the original order `[MQTT-4.6.0-1]`.
         let mut position = 0;
-        while let Some(entry) = self.session(index).and_then(|s| s.inflight.get(position)) {
+        while let Some(entry) = self
+            .session(index)
+            .and_then(|s| s.backlog().inflight.get(position))
+        {
             let (awaiting, packet_id) = (entry.awaiting, entry.packet_id);
             if awaiting == Awaiting::PubComp {
                 self.send(conn, &Packet::PubRel(Ack::success(packet_id)));
@@ -1921,7 +1973,7 @@ impl Broker {
             }
             if room == 0 {
                 if let Some(session) = self.session_mut(index) {
-                    session.inflight[position].resend = true;
+                    session.backlog_mut().inflight[position].resend = true;
                 }
                 position += 1;
                 continue;
@@ -1929,14 +1981,14 @@ impl Broker {
             let outgoing = entry.outgoing.clone();
             if self.write_publish(conn, &outgoing, Some(packet_id), true, now) {
                 if let Some(session) = self.session_mut(index) {
-                    session.inflight[position].resend = false;
+                    session.backlog_mut().inflight[position].resend = false;
                 }
                 room -= 1;
                 position += 1;
             } else if let Some(session) = self.session_mut(index) {
                 // Too large for the new connection's Maximum Packet Size: discarded as if
                 // delivered `[MQTT-3.1.2-25]`.
-                let entry = session.inflight.remove(position);
+                let entry = session.backlog_mut().inflight.remove(position);
                 self.dropped(index, entry.outgoing, DropReason::TooLarge);
             }
         }
@@ -1951,23 +2003,28 @@ impl Broker {
             let Some(session) = self.session(index) else {
                 return;
             };
-            let outstanding = session.inflight.iter().filter(|e| !e.resend).count();
+            let outstanding = session
+                .backlog()
+                .inflight
+                .iter()
+                .filter(|e| !e.resend)
+                .count();
             if outstanding >= window {
                 return;
             }
-            let Some(position) = session.inflight.iter().position(|e| e.resend) else {
+            let Some(position) = session.backlog().inflight.iter().position(|e| e.resend) else {
                 return;
             };
-            let entry = &session.inflight[position];
+            let entry = &session.backlog().inflight[position];
             let (outgoing, packet_id) = (entry.outgoing.clone(), entry.packet_id);
             if self.write_publish(conn, &outgoing, Some(packet_id), true, now) {
                 if let Some(session) = self.session_mut(index) {
-                    session.inflight[position].resend = false;
+                    session.backlog_mut().inflight[position].resend = false;
                 }
             } else if let Some(session) = self.session_mut(index) {
                 // Too large for the new connection's Maximum Packet Size: discarded as if
                 // delivered `[MQTT-3.1.2-25]`.
-                let entry = session.inflight.remove(position);
+                let entry = session.backlog_mut().inflight.remove(position);
                 self.dropped(index, entry.outgoing, DropReason::TooLarge);
             }
         }
@@ -2080,18 +2137,17 @@ impl Broker {
             return Err(ReasonCode::TOPIC_ALIAS_INVALID);
         }
         let slot = usize::from(alias.get() - 1);
-        if connection.inbound_aliases.len() <= slot {
-            connection.inbound_aliases.resize(slot + 1, None);
+        let aliases = &mut connection.extras_mut().inbound_aliases;
+        if aliases.len() <= slot {
+            aliases.resize(slot + 1, None);
         }
         if publish.topic.is_empty() {
             // An alias with no mapping yet and an empty topic name is a Protocol Error
             // (MQTT 5 §3.3.4, "PUBLISH Actions", which gives the rule no statement id).
-            connection.inbound_aliases[slot]
-                .clone()
-                .ok_or(ReasonCode::PROTOCOL_ERROR)
+            aliases[slot].clone().ok_or(ReasonCode::PROTOCOL_ERROR)
         } else {
             let topic: Box<str> = Box::from(publish.topic);
-            connection.inbound_aliases[slot] = Some(topic.clone());
+            aliases[slot] = Some(topic.clone());
             Ok(topic)
         }
     }
@@ -2176,7 +2232,7 @@ impl Broker {
             // A repeated QoS 2 PUBLISH before PUBREL is acknowledged, not delivered again; with
             // several workers its copies for their sessions go again, marked as resent (see
             // `Qos2Flow`).
-            if session.inbound_qos2.contains(&id.get()) {
+            if session.backlog().inbound_qos2.contains(&id.get()) {
                 if self.flows_cross_workers() {
                     self.resend_to_workers(conn, index, publish, now);
                 } else {
@@ -2187,7 +2243,10 @@ impl Broker {
             // More unreleased QoS 2 messages than the Receive Maximum we announced, which the
             // client must not send `[MQTT-3.3.4-7]`: DISCONNECT 0x93 (§3.3.4). 3.1.1 has no
             // Receive Maximum; its packet identifiers bound the set to 65,535 entries.
-            if v5 && session.inbound_qos2.len() >= usize::from(self.config.limits.max_inflight) {
+            if v5
+                && session.backlog().inbound_qos2.len()
+                    >= usize::from(self.config.limits.max_inflight)
+            {
                 self.protocol_violation(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
                 return;
             }
@@ -2249,7 +2308,7 @@ impl Broker {
         // wait for this record (see `take_remote`).
         if let QosPid::ExactlyOnce(id) = publish.qos_pid {
             if let Some(session) = self.session_mut(index) {
-                session.inbound_qos2.push(id.get());
+                session.backlog_mut().inbound_qos2.push(id.get());
             }
             self.persist_inbound(index, id.get(), true);
             self.routing_flow = self.flow_of(index, id.get(), false);
@@ -2412,8 +2471,8 @@ impl Broker {
                 let window = self
                     .connection(conn)
                     .map_or(0, |c| usize::from(c.receive_maximum));
-                if session.queue.is_empty()
-                    && session.inflight.len() < window
+                if session.backlog().queue.is_empty()
+                    && session.backlog().inflight.len() < window
                     && !self.congested(conn)
                 {
                     self.transmit(index, conn, outgoing, now);
@@ -2438,8 +2497,8 @@ impl Broker {
         };
         let divisor = if releasing { 4 } else { 2 };
         let output = self.connection(conn).map_or(0, |c| c.out.len());
-        session.queue.len() * divisor >= (limits.max_queued_messages as usize).max(1)
-            || session.queued_bytes * divisor >= (limits.max_queued_bytes as usize).max(1)
+        session.backlog().queue.len() * divisor >= (limits.max_queued_messages as usize).max(1)
+            || session.backlog().queued_bytes * divisor >= (limits.max_queued_bytes as usize).max(1)
             || output * divisor / 2 >= (limits.max_output_bytes as usize).max(1)
     }
 
@@ -2463,8 +2522,8 @@ impl Broker {
         }
         let announce = match publisher {
             Some(publisher) => {
-                if !session.waiters.contains(&publisher) {
-                    session.waiters.push(publisher);
+                if !session.backlog().waiters.contains(&publisher) {
+                    session.backlog_mut().waiters.push(publisher);
                 }
                 false
             }
@@ -2547,7 +2606,7 @@ impl Broker {
         };
         // Monotonic even if a port reports times out of order.
         session.last_progress = session.last_progress.max(now);
-        if session.waiters.is_empty() && !session.remote_pressure {
+        if session.backlog().waiters.is_empty() && !session.remote_pressure {
             return;
         }
         let still = session
@@ -2562,7 +2621,11 @@ impl Broker {
         let Some(session) = self.session_mut(index) else {
             return;
         };
-        let waiters = core::mem::take(&mut session.waiters);
+        let waiters = session
+            .backlog
+            .as_deref_mut()
+            .map(|backlog| core::mem::take(&mut backlog.waiters))
+            .unwrap_or_default();
         let announced = core::mem::replace(&mut session.remote_pressure, false);
         for publisher in waiters {
             self.unpause(publisher);
@@ -2581,7 +2644,7 @@ impl Broker {
             return;
         };
         session.stall_check_armed = false;
-        if session.waiters.is_empty() && !session.remote_pressure {
+        if session.backlog().waiters.is_empty() && !session.remote_pressure {
             return;
         }
         let due = session.last_progress.plus_millis(STALL_MS);
@@ -2605,16 +2668,16 @@ impl Broker {
             return;
         };
         let size = outgoing.size();
-        if session.queue.len() >= limits.max_queued_messages as usize
-            || session.queued_bytes + size > limits.max_queued_bytes as usize
+        if session.backlog().queue.len() >= limits.max_queued_messages as usize
+            || session.backlog().queued_bytes + size > limits.max_queued_bytes as usize
         {
             self.dropped(index, outgoing, DropReason::QueueFull);
             return;
         }
         self.persist_queued(index, &mut outgoing);
         if let Some(session) = self.session_mut(index) {
-            session.queued_bytes += size;
-            session.queue.push_back(outgoing);
+            session.backlog_mut().queued_bytes += size;
+            session.backlog_mut().queue.push_back(outgoing);
         }
     }
 
@@ -2654,7 +2717,7 @@ impl Broker {
             } else {
                 Awaiting::PubRec
             };
-            session.inflight.push(Inflight {
+            session.backlog_mut().inflight.push(Inflight {
                 packet_id,
                 outgoing,
                 awaiting,
@@ -2693,6 +2756,7 @@ impl Broker {
         let alias_limit = connection.topic_alias_maximum.min(max_outbound_aliases);
         if v5 && alias_limit > 0 {
             match connection
+                .extras()
                 .outbound_aliases
                 .iter()
                 .position(|t| **t == *message.topic)
@@ -2701,9 +2765,10 @@ impl Broker {
                     alias = NonZeroU16::new(position as u16 + 1);
                     topic = "";
                 }
-                None if connection.outbound_aliases.len() < usize::from(alias_limit) => {
-                    connection.outbound_aliases.push(message.topic.clone());
-                    alias = NonZeroU16::new(connection.outbound_aliases.len() as u16);
+                None if connection.extras().outbound_aliases.len() < usize::from(alias_limit) => {
+                    let aliases = &mut connection.extras_mut().outbound_aliases;
+                    aliases.push(message.topic.clone());
+                    alias = NonZeroU16::new(aliases.len() as u16);
                 }
                 None => {}
             }
@@ -2737,7 +2802,7 @@ impl Broker {
         if !fits {
             // A new alias must not be left assigned to a message that was not sent.
             if alias.is_some() && !topic.is_empty() {
-                connection.outbound_aliases.pop();
+                connection.extras_mut().outbound_aliases.pop();
             }
             return false;
         }
@@ -2762,10 +2827,10 @@ impl Broker {
             let window = self
                 .connection(conn)
                 .map_or(0, |c| usize::from(c.receive_maximum));
-            let Some(front) = session.queue.front() else {
+            let Some(front) = session.backlog().queue.front() else {
                 return;
             };
-            if front.qos != QoS::AtMostOnce && session.inflight.len() >= window {
+            if front.qos != QoS::AtMostOnce && session.backlog().inflight.len() >= window {
                 return;
             }
             // A congested connection gets the rest when the port takes its output.
@@ -2805,7 +2870,7 @@ impl Broker {
             return;
         };
         if let Some(position) = session.inflight_position(ack.packet_id, Awaiting::PubAck) {
-            let entry = session.inflight.remove(position);
+            let entry = session.backlog_mut().inflight.remove(position);
             self.acknowledged(index, entry);
             self.pump(index, now);
             self.made_progress(index, now);
@@ -2823,14 +2888,14 @@ impl Broker {
             Some(position) if ack.reason.is_error() => {
                 // The receiver refused the message: no PUBREL, which follows only a PUBREC below
                 // 0x80 `[MQTT-4.3.3-4]`; the flow ends and the id is free (§4.3.3).
-                let entry = session.inflight.remove(position);
+                let entry = session.backlog_mut().inflight.remove(position);
                 self.acknowledged(index, entry);
                 self.pump(index, now);
                 self.made_progress(index, now);
             }
             Some(position) => {
-                session.inflight[position].awaiting = Awaiting::PubComp;
-                let seq = session.inflight[position].outgoing.seq;
+                session.backlog_mut().inflight[position].awaiting = Awaiting::PubComp;
+                let seq = session.backlog().inflight[position].outgoing.seq;
                 self.persist_released(index, seq, ack.packet_id.get());
                 self.send(conn, &Packet::PubRel(Ack::success(ack.packet_id)));
             }
@@ -2865,7 +2930,7 @@ impl Broker {
             return;
         };
         if let Some(position) = session.inflight_position(ack.packet_id, Awaiting::PubComp) {
-            let entry = session.inflight.remove(position);
+            let entry = session.backlog_mut().inflight.remove(position);
             self.acknowledged(index, entry);
             self.pump(index, now);
             self.made_progress(index, now);
@@ -2880,12 +2945,13 @@ impl Broker {
             return;
         };
         match session
+            .backlog()
             .inbound_qos2
             .iter()
             .position(|&id| id == ack.packet_id.get())
         {
             Some(position) => {
-                session.inbound_qos2.swap_remove(position);
+                session.backlog_mut().inbound_qos2.swap_remove(position);
                 self.persist_inbound(index, ack.packet_id.get(), false);
                 if self.flows_cross_workers() {
                     if let Some(publisher) = self.session(index).map(|s| s.client_id.clone()) {
@@ -3109,4 +3175,15 @@ fn connect_level(bytes: &[u8]) -> Option<u8> {
         *bytes.get(header + 2)?,
     ]));
     bytes.get(header + 3 + name_len).copied()
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every connection holds this much: a growth here is a growth of the memory per
+    /// connection, so it is a deliberate change of this bound.
+    #[test]
+    fn a_connection_stays_small() {
+        let size = core::mem::size_of::<super::Connection>();
+        assert!(size <= 112, "{size}");
+    }
 }

@@ -719,12 +719,13 @@ impl Broker {
             let Some(connection) = self.connection_mut(conn) else {
                 continue;
             };
-            let before = connection.holds.len();
-            while connection.holds.front().is_some_and(|&(_, s)| s <= seq) {
-                connection.holds.pop_front();
+            let holds = &mut connection.extras_mut().holds;
+            let before = holds.len();
+            while holds.front().is_some_and(|&(_, s)| s <= seq) {
+                holds.pop_front();
             }
-            let released = connection.holds.len() != before;
-            let still = !connection.holds.is_empty();
+            let released = holds.len() != before;
+            let still = !holds.is_empty();
             if released {
                 connection.queued_writable = false;
                 self.mark_writable(conn);
@@ -779,9 +780,10 @@ impl Broker {
         if !(connection.hold_output || acknowledges) {
             return;
         }
-        let first = connection.holds.is_empty();
-        if connection.holds.back().is_none_or(|&(_, s)| s < last) {
-            connection.holds.push_back((start, last));
+        let holds = &mut connection.extras_mut().holds;
+        let first = holds.is_empty();
+        if holds.back().is_none_or(|&(_, s)| s < last) {
+            holds.push_back((start, last));
         }
         if first {
             self.journal.held.push(conn);
@@ -845,7 +847,9 @@ impl Broker {
         } else if session.persisted {
             // Resumed with expiry 0: it ends with this connection, so it is no longer stored.
             session.persisted = false;
-            session.subscriptions.clear();
+            if let Some(backlog) = session.backlog.as_deref_mut() {
+                backlog.subscriptions.clear();
+            }
             let client_id = session.client_id.clone();
             self.emit(Record::SessionDeleted { client_id });
         }
@@ -870,14 +874,21 @@ impl Broker {
             return;
         };
         if let Some(session) = self.session_mut(index) {
-            match session.subscriptions.iter_mut().find(|s| &*s.0 == filter) {
+            match session
+                .backlog_mut()
+                .subscriptions
+                .iter_mut()
+                .find(|s| &*s.0 == filter)
+            {
                 Some(entry) => {
                     entry.1 = options;
                     entry.2 = identifier;
                 }
-                None => session
-                    .subscriptions
-                    .push((Box::from(filter), options, identifier)),
+                None => session.backlog_mut().subscriptions.push((
+                    Box::from(filter),
+                    options,
+                    identifier,
+                )),
             }
         }
         self.emit(Record::Subscribed {
@@ -893,7 +904,10 @@ impl Broker {
             return;
         };
         if let Some(session) = self.session_mut(index) {
-            session.subscriptions.retain(|s| &*s.0 != filter);
+            if let Some(backlog) = session.backlog.as_deref_mut() {
+                backlog.subscriptions.retain(|s| &*s.0 != filter);
+            }
+            session.tidy();
         }
         self.emit(Record::Unsubscribed {
             client_id,
@@ -1052,7 +1066,7 @@ impl Broker {
         for session in self.sessions.iter().flatten().filter(|s| s.persisted) {
             let client_id = &session.client_id;
             out.push(Record::Session(self.session_record(session)));
-            for (filter, options, identifier) in &session.subscriptions {
+            for (filter, options, identifier) in &session.backlog().subscriptions {
                 out.push(Record::Subscribed {
                     client_id: client_id.clone(),
                     filter: filter.clone(),
@@ -1060,13 +1074,18 @@ impl Broker {
                     identifier: *identifier,
                 });
             }
-            for &packet_id in &session.inbound_qos2 {
+            for &packet_id in &session.backlog().inbound_qos2 {
                 out.push(Record::InboundQos2 {
                     client_id: client_id.clone(),
                     packet_id,
                 });
             }
-            for entry in session.inflight.iter().filter(|e| e.outgoing.seq != 0) {
+            for entry in session
+                .backlog()
+                .inflight
+                .iter()
+                .filter(|e| e.outgoing.seq != 0)
+            {
                 let id = entry.packet_id.get();
                 let state = match entry.awaiting {
                     Awaiting::PubAck => DeliveryState::AwaitingPubAck(id),
@@ -1075,7 +1094,7 @@ impl Broker {
                 };
                 out.push(self.delivery_record(client_id.clone(), &entry.outgoing, state));
             }
-            for outgoing in session.queue.iter().filter(|o| o.seq != 0) {
+            for outgoing in session.backlog().queue.iter().filter(|o| o.seq != 0) {
                 out.push(self.delivery_record(client_id.clone(), outgoing, DeliveryState::Queued));
             }
         }
@@ -1241,18 +1260,20 @@ impl Broker {
             session.username = record.username;
             session.listener = record.listener;
             session.disconnected_at = now;
-            session.inbound_qos2 = restored.inbound;
-            session.subscriptions = subscriptions;
             session.next_packet_id = inflight
                 .iter()
                 .map(|e| e.packet_id.get())
                 .max()
                 .map_or(1, |id| id.checked_add(1).unwrap_or(1));
+            let backlog = session.backlog_mut();
+            backlog.inbound_qos2 = restored.inbound;
+            backlog.subscriptions = subscriptions;
             for outgoing in queue {
-                session.queued_bytes += outgoing.size();
-                session.queue.push_back(outgoing);
+                backlog.queued_bytes += outgoing.size();
+                backlog.queue.push_back(outgoing);
             }
-            session.inflight = inflight;
+            backlog.inflight = inflight;
+            session.tidy();
             let epoch = session.epoch;
             match (will, will_due) {
                 (Some(will), Some(due)) if due <= now => {

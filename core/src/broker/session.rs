@@ -60,6 +60,43 @@ pub(crate) struct PendingWill {
     pub delay_secs: u32,
 }
 
+/// What a session has in progress: most sessions, most of the time, have none of it, so a
+/// [`Session`] holds it boxed and only while some of it is there (136 B less per idle session).
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    /// Outbound QoS 1/2 messages sent and not yet completed, oldest first.
+    pub inflight: Vec<Inflight>,
+    /// Messages waiting for the connection or for room in the inflight window.
+    pub queue: VecDeque<Outgoing>,
+    pub queued_bytes: usize,
+    /// Inbound QoS 2 packet identifiers received and not yet released by PUBREL.
+    pub inbound_qos2: Vec<u16>,
+    /// Publisher connections held back because this session is behind (flow control).
+    pub waiters: Vec<ConnId>,
+    /// Its subscriptions, kept for persistence snapshots (only while `persisted`).
+    pub subscriptions: Vec<(Box<str>, crate::SubscriptionOptions, Option<u32>)>,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.inflight.is_empty()
+            && self.queue.is_empty()
+            && self.inbound_qos2.is_empty()
+            && self.waiters.is_empty()
+            && self.subscriptions.is_empty()
+    }
+}
+
+/// The backlog of every session that has none.
+static NO_BACKLOG: Backlog = Backlog {
+    inflight: Vec::new(),
+    queue: VecDeque::new(),
+    queued_bytes: 0,
+    inbound_qos2: Vec::new(),
+    waiters: Vec::new(),
+    subscriptions: Vec::new(),
+};
+
 /// One client's session.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -70,19 +107,13 @@ pub(crate) struct Session {
     pub username: Option<Box<str>>,
     pub listener: u16,
     pub expiry_secs: u32,
-    /// Outbound QoS 1/2 messages sent and not yet completed, oldest first.
-    pub inflight: Vec<Inflight>,
-    /// Messages waiting for the connection or for room in the inflight window.
-    pub queue: VecDeque<Outgoing>,
-    pub queued_bytes: usize,
-    /// Inbound QoS 2 packet identifiers received and not yet released by PUBREL.
-    pub inbound_qos2: Vec<u16>,
+    /// Messages in flight and waiting, and the subscriptions of a persisted session; `None`
+    /// while all of it is empty (see [`Backlog`]).
+    pub backlog: Option<Box<Backlog>>,
     pub next_packet_id: u16,
     pub will: Option<PendingWill>,
     /// A will whose connection ended, waiting for its delay: published at this time.
     pub will_due: Option<Instant>,
-    /// Publisher connections held back because this session is behind (flow control).
-    pub waiters: Vec<ConnId>,
     /// When the client last acknowledged something or the port took its output.
     pub last_progress: Instant,
     /// Whether a stall check timer is pending for this session.
@@ -91,8 +122,6 @@ pub(crate) struct Session {
     pub remote_pressure: bool,
     /// Its state is written as persistence records (persistence on, expiry above 0).
     pub persisted: bool,
-    /// Its subscriptions, kept for persistence snapshots (only while `persisted`).
-    pub subscriptions: Vec<(Box<str>, crate::SubscriptionOptions, Option<u32>)>,
     /// When its last connection ended.
     pub disconnected_at: Instant,
 }
@@ -106,21 +135,41 @@ impl Session {
             username: None,
             listener: 0,
             expiry_secs: 0,
-            inflight: Vec::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            inbound_qos2: Vec::new(),
+            backlog: None,
             next_packet_id: 1,
             will: None,
             will_due: None,
-            waiters: Vec::new(),
             last_progress: Instant(0),
             stall_check_armed: false,
             remote_pressure: false,
             persisted: false,
-            subscriptions: Vec::new(),
             disconnected_at: Instant(0),
         }
+    }
+
+    /// What the session has in progress (empty when it has nothing).
+    pub fn backlog(&self) -> &Backlog {
+        self.backlog.as_deref().unwrap_or(&NO_BACKLOG)
+    }
+
+    /// The backlog, to change: allocated on first use.
+    pub fn backlog_mut(&mut self) -> &mut Backlog {
+        self.backlog.get_or_insert_with(Box::default)
+    }
+
+    /// Releases the backlog if it has become empty, or the spare room of its parts otherwise.
+    pub fn tidy(&mut self) {
+        let Some(backlog) = self.backlog.as_deref_mut() else {
+            return;
+        };
+        if backlog.is_empty() {
+            self.backlog = None;
+            return;
+        }
+        backlog.inflight.shrink_to_fit();
+        backlog.queue.shrink_to_fit();
+        backlog.inbound_qos2.shrink_to_fit();
+        backlog.waiters.shrink_to_fit();
     }
 
     /// A packet identifier not used by any inflight message `[MQTT-2.2.1-3]`. The window is
@@ -130,7 +179,12 @@ impl Session {
             let candidate = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             if let Some(id) = NonZeroU16::new(candidate) {
-                if !self.inflight.iter().any(|entry| entry.packet_id == id) {
+                if !self
+                    .backlog()
+                    .inflight
+                    .iter()
+                    .any(|entry| entry.packet_id == id)
+                {
                     return id;
                 }
             }
@@ -138,14 +192,44 @@ impl Session {
     }
 
     pub fn inflight_position(&self, packet_id: NonZeroU16, awaiting: Awaiting) -> Option<usize> {
-        self.inflight
+        self.backlog()
+            .inflight
             .iter()
             .position(|entry| entry.packet_id == packet_id && entry.awaiting == awaiting)
     }
 
     pub fn pop_queued(&mut self) -> Option<Outgoing> {
-        let outgoing = self.queue.pop_front()?;
-        self.queued_bytes -= outgoing.size();
+        let backlog = self.backlog.as_deref_mut()?;
+        let outgoing = backlog.queue.pop_front()?;
+        backlog.queued_bytes -= outgoing.size();
         Some(outgoing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_holds_a_backlog_only_while_it_has_one() {
+        let mut session = Session::new(Box::from("client"));
+        assert!(session.backlog.is_none());
+        assert!(session.backlog().waiters.is_empty());
+        session.backlog_mut().inbound_qos2.push(7);
+        session.tidy();
+        assert_eq!(session.backlog().inbound_qos2, [7]);
+        session.backlog_mut().inbound_qos2.clear();
+        session.tidy();
+        assert!(session.backlog.is_none());
+        // Popping from an empty queue does not allocate one.
+        assert!(session.pop_queued().is_none());
+        assert!(session.backlog.is_none());
+    }
+
+    /// Every session, connected or not, holds this much: a growth here is a growth of the
+    /// memory per client, so it is a deliberate change of this bound.
+    #[test]
+    fn a_session_stays_small() {
+        assert!(core::mem::size_of::<Session>() <= 120);
     }
 }

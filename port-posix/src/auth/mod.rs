@@ -33,7 +33,9 @@
 #![cfg_attr(not(feature = "auth"), allow(dead_code))]
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+#[cfg(feature = "auth")]
+use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -48,6 +50,7 @@ use femtomq_core::broker::{
 use femtomq_core::codec::ReasonCode;
 
 use crate::notify::Notify;
+use crate::slots::SlotTable;
 
 pub mod acl;
 #[cfg(feature = "auth")]
@@ -252,7 +255,7 @@ pub(crate) struct AccessHub {
     #[cfg(feature = "auth")]
     cache: RefCell<http::AclCache>,
     /// The address of each open connection, for throttling.
-    peers: RefCell<HashMap<ConnId, IpAddr>>,
+    peers: RefCell<SlotTable<IpAddr>>,
     /// SCRAM exchanges waiting for the client's final message, one per connection at most.
     #[cfg(feature = "auth")]
     scram: RefCell<HashMap<ConnId, scram::ServerExchange>>,
@@ -266,7 +269,7 @@ impl AccessHub {
             jobs_ready: Notify::default(),
             #[cfg(feature = "auth")]
             cache: RefCell::new(http::AclCache::default()),
-            peers: RefCell::new(HashMap::new()),
+            peers: RefCell::new(SlotTable::default()),
             #[cfg(feature = "auth")]
             scram: RefCell::new(HashMap::new()),
         })
