@@ -277,6 +277,30 @@ fn mqtt_3_1_2_22_keep_alive_is_enforced_at_one_and_a_half_times() {
 }
 
 #[test]
+fn an_idle_connection_waits_on_one_timer() {
+    let mut sim = Sim::default_v();
+    // Keep alive beyond the connect timeout (10 s): the connect timeout hands over to it.
+    let long: Vec<_> = (0..20)
+        .map(|i| sim.connect(ConnectSpec::v5(&format!("long{i}")).keep_alive(60)))
+        .collect();
+    assert_eq!(sim.broker.pending_timers(), 20);
+    // Keep alive within the connect timeout: armed at CONNECT, beside the connect timeout
+    // until that comes due.
+    let short = sim.connect(ConnectSpec::v5("short").keep_alive(2));
+    assert_eq!(sim.broker.pending_timers(), 22);
+    sim.advance(3_000);
+    assert!(sim.is_closed(short));
+    sim.advance(8_000);
+    assert_eq!(sim.broker.pending_timers(), 20);
+    assert!(long.iter().all(|&c| !sim.is_closed(c)));
+    // The handed-over check still fires at 1.5 x keep alive.
+    sim.advance(90_000 - 11_000 - 1);
+    assert!(long.iter().all(|&c| !sim.is_closed(c)));
+    sim.advance(1);
+    assert!(long.iter().all(|&c| sim.is_closed(c)));
+}
+
+#[test]
 fn mqtt_3_1_2_22_keep_alive_zero_never_times_out() {
     let mut sim = Sim::default_v();
     let c = sim.connect(ConnectSpec::v5("a").keep_alive(0));

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::executor::LocalExecutor;
 use crate::reactor::{Async, Timer};
-use async_executor::LocalExecutor;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use log::{debug, error, info, warn};
@@ -812,28 +812,22 @@ fn worker_main(
             listener,
             listener_index as u16,
         );
-        executor.spawn(task).detach();
+        executor.spawn(task);
     }
-    executor.spawn(timer_loop(shared.clone())).detach();
+    executor.spawn(timer_loop(shared.clone()));
     #[cfg(feature = "persist")]
     if let Some(wake) = shared.store.borrow().as_ref().map(|s| s.wake.try_clone()) {
-        executor
-            .spawn(store_loop(shared.clone(), Async::new(wake?)?))
-            .detach();
+        executor.spawn(store_loop(shared.clone(), Async::new(wake?)?));
     }
-    executor
-        .spawn(access_loop(shared.clone(), executor.clone()))
-        .detach();
+    executor.spawn(access_loop(shared.clone(), executor.clone()));
     let stop = Rc::new(Notify::default());
     let wake = Async::new(wake)?;
-    executor
-        .spawn(mailbox_loop(
-            shared.clone(),
-            executor.clone(),
-            wake,
-            stop.clone(),
-        ))
-        .detach();
+    executor.spawn(mailbox_loop(
+        shared.clone(),
+        executor.clone(),
+        wake,
+        stop.clone(),
+    ));
     let shutdown = match control {
         Some((control, addresses)) => {
             let Control {
@@ -843,12 +837,8 @@ fn worker_main(
                 on_reload,
                 on_ready,
             } = control;
-            executor
-                .spawn(reload_loop(shared.clone(), Async::new(reload)?, on_reload))
-                .detach();
-            executor
-                .spawn(report_loop(shared.clone(), Async::new(report)?))
-                .detach();
+            executor.spawn(reload_loop(shared.clone(), Async::new(reload)?, on_reload));
+            executor.spawn(report_loop(shared.clone(), Async::new(report)?));
             on_ready(&addresses);
             Some(Async::new(shutdown)?)
         }
@@ -903,7 +893,7 @@ fn worker_main(
 /// routing changes, reloads and the order to stop.
 async fn mailbox_loop(
     shared: Rc<Shared>,
-    executor: Rc<LocalExecutor<'static>>,
+    executor: Rc<LocalExecutor>,
     wake: Async<UnixStream>,
     stop: Rc<Notify>,
 ) {
@@ -962,7 +952,7 @@ async fn mailbox_loop(
 
 async fn accept_loop(
     shared: Rc<Shared>,
-    executor: Rc<LocalExecutor<'static>>,
+    executor: Rc<LocalExecutor>,
     listener: Async<TcpListener>,
     index: u16,
 ) {
@@ -1046,7 +1036,7 @@ impl ConnectionStart {
 /// Starts the task serving a connection.
 fn spawn_connection(
     shared: &Rc<Shared>,
-    executor: &Rc<LocalExecutor<'static>>,
+    executor: &Rc<LocalExecutor>,
     start: Box<ConnectionStart>,
 ) {
     shared.open_sockets.set(shared.open_sockets.get() + 1);
@@ -1054,12 +1044,10 @@ fn spawn_connection(
         .trimmer
         .borrow_mut()
         .update(shared.open_sockets.get());
-    executor
-        .spawn(ConnectionTask {
-            shared: shared.clone(),
-            stage: Stage::Start(start),
-        })
-        .detach();
+    executor.spawn_unboxed(ConnectionTask {
+        shared: shared.clone(),
+        stage: Stage::Start(start),
+    });
 }
 
 /// Applies a reloaded configuration to this worker (keeping its place among the workers).
@@ -1169,28 +1157,26 @@ async fn report_loop(shared: Rc<Shared>, report: Async<UnixStream>) {
 
 /// Runs the questions the authenticator and authorizer left pending (HTTP callouts), each in
 /// its own task, and hands the answers to the engine.
-async fn access_loop(shared: Rc<Shared>, executor: Rc<LocalExecutor<'static>>) {
+async fn access_loop(shared: Rc<Shared>, executor: Rc<LocalExecutor>) {
     loop {
         shared.access.jobs_ready.notified().await;
         while let Some(job) = shared.access.next_job() {
             let peer = shared.connections.borrow().get(&job.conn).map(|e| e.peer);
             let shared = shared.clone();
-            executor
-                .spawn(async move {
-                    let answer = shared.access.answer(job, peer).await;
-                    let now = shared.now();
-                    match answer {
-                        Answer::Auth(conn, decision) => {
-                            shared.broker.borrow_mut().resolve_auth(conn, decision, now)
-                        }
-                        Answer::Access(conn, decision) => shared
-                            .broker
-                            .borrow_mut()
-                            .resolve_access(conn, decision, now),
+            executor.spawn(async move {
+                let answer = shared.access.answer(job, peer).await;
+                let now = shared.now();
+                match answer {
+                    Answer::Auth(conn, decision) => {
+                        shared.broker.borrow_mut().resolve_auth(conn, decision, now)
                     }
-                    shared.dispatch();
-                })
-                .detach();
+                    Answer::Access(conn, decision) => shared
+                        .broker
+                        .borrow_mut()
+                        .resolve_access(conn, decision, now),
+                }
+                shared.dispatch();
+            });
         }
     }
 }

@@ -276,6 +276,8 @@ struct Connection {
     /// uses none of them (most connections never do).
     extras: Option<Box<ConnectionExtras>>,
     reauthenticating: bool,
+    /// Its keep-alive check is among the timers.
+    keep_alive_armed: bool,
     /// Flow control: the port stops reading this connection until the sessions its messages
     /// are piling up in have drained (see [`Broker::is_paused`]).
     paused: bool,
@@ -361,6 +363,7 @@ impl Connection {
             username: None,
             extras: None,
             reauthenticating: false,
+            keep_alive_armed: false,
             paused: false,
             connect_expiry_zero: false,
             hold_output: false,
@@ -454,6 +457,9 @@ pub struct Broker {
     remote_pressure: Vec<(SubscriberId, Vec<ConnId>)>,
     /// Persistence records and held output.
     journal: persist::Journal,
+    /// The longest connect timeout configured since start: no connect-timeout timer pending
+    /// is further away than this (see [`Broker::arm_keep_alive`]).
+    connect_timeout_horizon_ms: u64,
 }
 
 impl core::fmt::Debug for Broker {
@@ -493,6 +499,7 @@ impl Broker {
     /// [`Authorizer`] for anything else). `seed` drives client id assignment and random member
     /// choice in shared subscriptions.
     pub fn new(config: Config, seed: u64) -> Self {
+        let config_connect_timeout = config.connect_timeout_ms;
         Broker {
             subscriptions: SubscriptionIndex::new(&config.limits, config.shared_strategy, seed),
             retained: RetainedIndex::new(&config.limits, seed ^ 0x5bd1_e995),
@@ -522,6 +529,7 @@ impl Broker {
             replication: Vec::new(),
             remote_pressure: Vec::new(),
             journal: persist::Journal::default(),
+            connect_timeout_horizon_ms: config_connect_timeout,
         }
     }
 
@@ -545,6 +553,9 @@ impl Broker {
     /// ones are checked against it.
     pub fn set_config(&mut self, config: Config) {
         self.subscriptions.set_strategy(config.shared_strategy);
+        self.connect_timeout_horizon_ms = self
+            .connect_timeout_horizon_ms
+            .max(config.connect_timeout_ms);
         self.config = config;
     }
 
@@ -1158,6 +1169,12 @@ impl Broker {
         self.timers.peek().map(|Reverse(timer)| timer.at)
     }
 
+    /// Deadlines waiting (connect timeouts, keep-alive checks, wills, expiries), stale ones
+    /// included until they come due: what the timers cost in memory.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
     /// Runs every deadline that has passed at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(Reverse(timer)) = self.timers.peek().copied() {
@@ -1190,8 +1207,54 @@ impl Broker {
             });
             if waiting {
                 self.begin_close(id, CloseCause::ConnectTimeout, now);
+            } else {
+                self.hand_over_to_keep_alive(id, timer);
             }
         }
+    }
+
+    /// A connection's keep-alive check starts from its connect timeout, so that an idle
+    /// connection has one timer waiting, not two (24 B each, and the heap's spare room): at
+    /// CONNECT, the check is armed only when due before the connect timeout
+    /// ([`Broker::arm_keep_alive`]); otherwise the connect timeout hands over to it here.
+    fn hand_over_to_keep_alive(&mut self, id: ConnId, timer: Timer) {
+        let Some(connection) = self.connection_mut(id) else {
+            return;
+        };
+        if !matches!(connection.phase, Phase::Connected)
+            || connection.keep_alive == 0
+            || connection.keep_alive_armed
+        {
+            return;
+        }
+        connection.keep_alive_armed = true;
+        let at = keep_alive_deadline(connection.last_received, connection.keep_alive);
+        self.timers.push(Reverse(Timer {
+            at,
+            kind: TimerKind::KeepAlive,
+            ..timer
+        }));
+    }
+
+    /// At CONNECT: arms the keep-alive check if it is due before the connect-timeout timer,
+    /// which otherwise arms it when it fires ([`Broker::hand_over_to_keep_alive`]).
+    fn arm_keep_alive(&mut self, conn: ConnId, keep_alive: u16, now: Instant) {
+        let horizon = now.plus_millis(self.connect_timeout_horizon_ms);
+        let at = keep_alive_deadline(now, keep_alive);
+        if keep_alive == 0 || at >= horizon {
+            return;
+        }
+        let Some(connection) = self.connection_mut(conn) else {
+            return;
+        };
+        connection.keep_alive_armed = true;
+        let generation = connection.generation;
+        self.timers.push(Reverse(Timer {
+            at,
+            kind: TimerKind::KeepAlive,
+            index: conn.index,
+            generation,
+        }));
     }
 
     fn keep_alive_check(&mut self, timer: Timer, now: Instant) {
@@ -1856,15 +1919,7 @@ impl Broker {
         connection.connect_expiry_zero = request.requested_session_expiry == 0;
         let listener = connection.listener;
         let version = connection.version;
-        let generation = connection.generation;
-        if request.keep_alive > 0 {
-            self.timers.push(Reverse(Timer {
-                at: keep_alive_deadline(now, request.keep_alive),
-                kind: TimerKind::KeepAlive,
-                index: conn.index,
-                generation,
-            }));
-        }
+        self.arm_keep_alive(conn, request.keep_alive, now);
         let Some(session) = self.session_mut(index) else {
             return;
         };
@@ -3184,6 +3239,6 @@ mod size_tests {
     #[test]
     fn a_connection_stays_small() {
         let size = core::mem::size_of::<super::Connection>();
-        assert!(size <= 112, "{size}");
+        assert!(size <= 120, "{size}");
     }
 }
