@@ -79,8 +79,13 @@ impl Wake for Notifier {
 
 /// Readiness of one source, set by the reactor and cleared by its I/O.
 struct Readiness {
+    /// Its key in the reactor (here rather than beside the pointer to this, where it would
+    /// take 8 B of every connection's task with its padding).
+    key: u32,
     readable: Cell<bool>,
     writable: Cell<bool>,
+    /// A [`Wakeup`] came (an event of the program, not of the source).
+    woken: Cell<bool>,
     reader: Cell<Option<Waker>>,
     writer: Cell<Option<Waker>>,
 }
@@ -143,14 +148,7 @@ impl Reactor {
         })
     }
 
-    fn register(&self, fd: impl AsFd) -> io::Result<(u32, Rc<Readiness>)> {
-        // Optimistic: the first read or write finds out, and clears the flag if it must wait.
-        let readiness = Rc::new(Readiness {
-            readable: Cell::new(true),
-            writable: Cell::new(true),
-            reader: Cell::new(None),
-            writer: Cell::new(None),
-        });
+    fn register(&self, fd: impl AsFd) -> io::Result<Rc<Readiness>> {
         let mut sources = self.sources.borrow_mut();
         let mut free_keys = self.free_keys.borrow_mut();
         // Free keys are checked when taken: the list may hold keys of slots since trimmed off
@@ -178,8 +176,17 @@ impl Reactor {
             free_keys.push(key);
             return Err(e.into());
         }
+        // Optimistic: the first read or write finds out, and clears the flag if it must wait.
+        let readiness = Rc::new(Readiness {
+            key,
+            readable: Cell::new(true),
+            writable: Cell::new(true),
+            woken: Cell::new(false),
+            reader: Cell::new(None),
+            writer: Cell::new(None),
+        });
         sources[key as usize] = Some(readiness.clone());
-        Ok((key, readiness))
+        Ok(readiness)
     }
 
     fn release(&self, key: u32) {
@@ -303,6 +310,23 @@ pub fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
     }
 }
 
+/// Wakes the task waiting on a source ([`Async::wakeup`]); a wake-up sent while none waits is
+/// kept for the next [`Async::poll_woken`].
+pub struct Wakeup(Rc<Readiness>);
+
+impl Wakeup {
+    pub fn wake(&self) {
+        let readiness = &self.0;
+        readiness.woken.set(true);
+        // Whichever way the task waits: for input, or for room to write.
+        for slot in [&readiness.reader, &readiness.writer] {
+            if let Some(waker) = slot.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
 /// An I/O object registered with this thread's reactor (a socket, a pipe), non-blocking.
 pub struct Async<T: AsFd> {
     // Dropped first: closing the descriptor takes it out of the epoll set.
@@ -314,7 +338,6 @@ pub struct Async<T: AsFd> {
 /// found through the thread (it lives as long as the thread, and a source never leaves its
 /// thread), which saves a pointer in every connection.
 struct Registration {
-    key: u32,
     readiness: Rc<Readiness>,
 }
 
@@ -324,7 +347,7 @@ impl Drop for Registration {
         // left to tell.
         let _ = CURRENT.try_with(|current| {
             if let Some(reactor) = current.borrow().as_ref() {
-                reactor.release(self.key);
+                reactor.release(self.readiness.key);
             }
         });
     }
@@ -335,10 +358,10 @@ impl<T: AsFd> Async<T> {
     pub fn new(io: T) -> io::Result<Async<T>> {
         rustix::io::ioctl_fionbio(&io, true)?;
         let reactor = Reactor::current()?;
-        let (key, readiness) = reactor.register(&io)?;
+        let readiness = reactor.register(&io)?;
         Ok(Async {
             io,
-            registration: Registration { key, readiness },
+            registration: Registration { readiness },
         })
     }
 
@@ -367,6 +390,24 @@ impl<T: AsFd> Async<T> {
     /// Waits until the source may be written.
     pub async fn writable(&self) -> io::Result<()> {
         poll_fn(|context| self.poll_io(context, true, |_| Ok(()))).await
+    }
+
+    /// A handle that wakes the task waiting on this source for a reason of the program's own
+    /// (output to write, say), seen by [`Async::poll_woken`]. It shares the source's waiters, so
+    /// it costs a connection no waker of its own.
+    pub fn wakeup(&self) -> Wakeup {
+        Wakeup(self.registration.readiness.clone())
+    }
+
+    /// Ready (and the wake-up taken) if a [`Wakeup`] came since the last call; otherwise the
+    /// task waits for one (as a reader: a reader waiting for input is woken by either).
+    pub fn poll_woken(&self, context: &mut Context<'_>) -> Poll<()> {
+        let readiness = &self.registration.readiness;
+        if readiness.woken.replace(false) {
+            return Poll::Ready(());
+        }
+        wait_in(&readiness.reader, context.waker());
+        Poll::Pending
     }
 
     /// [`Async::readable`] for hand-written futures: ready at once unless the source was found
@@ -602,6 +643,49 @@ mod tests {
     }
 
     #[test]
+    fn a_wakeup_ends_a_wait_for_input_and_is_kept_when_nobody_waits() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        block_on(async {
+            let ours = Async::new(ours).unwrap();
+            let wakeup = ours.wakeup();
+            // Sent before anyone waits: the next poll sees it.
+            wakeup.wake();
+            poll_fn(|context| ours.poll_woken(context)).await;
+            // Nothing to read: the socket is found drained and the task waits for either.
+            let mut chunk = [0u8; 4];
+            assert_eq!(
+                ours.read_now(&mut chunk).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            let woken = Rc::new(Cell::new(false));
+            let waiter = {
+                let woken = woken.clone();
+                let ours = &ours;
+                async move {
+                    poll_fn(|context| {
+                        if ours.poll_woken(context).is_ready() {
+                            return Poll::Ready(());
+                        }
+                        ours.poll_readable(context).map(|_| ())
+                    })
+                    .await;
+                    woken.set(true);
+                }
+            };
+            let waker = async {
+                Timer::after(Duration::from_millis(10)).await;
+                assert!(!woken.get());
+                wakeup.wake();
+                // The waiter is woken by it, though the socket still has nothing to say.
+                Timer::after(Duration::from_secs(5)).await;
+            };
+            future::or(waiter, waker).await;
+            assert!(woken.get());
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn writes_that_fill_the_socket_wait_for_the_reader() {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let total = 4 * 1024 * 1024;
@@ -729,7 +813,7 @@ mod tests {
             drop(streams);
             assert!(reactor.sources.borrow().len() < peak);
             let again = Async::new(UnixStream::pair().unwrap().0).unwrap();
-            assert!((again.registration.key as usize) < peak);
+            assert!((again.registration.readiness.key as usize) < peak);
         })
         .unwrap();
     }

@@ -20,7 +20,7 @@ pub mod persist;
 mod session;
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -43,6 +43,7 @@ use crate::codec::{
     PublishProperties, QosPid, ReasonCode, Repeated, SubAck, Subscribe, SubscriptionId, UnsubAck,
     Unsubscribe,
 };
+use crate::topic::hash::{NONE as NO_INDEX, ProbeTable, hash_str};
 use crate::topic::{
     Matches, Publisher, RetainedIndex, RetainedMessage, SubscribeError, SubscribeOutcome,
     SubscriberId, SubscriptionIndex,
@@ -420,7 +421,9 @@ pub struct Broker {
     /// Boxed like `connections`.
     sessions: Vec<Option<Box<Session>>>,
     free_sessions: Vec<u32>,
-    by_client_id: BTreeMap<Box<str>, u32>,
+    /// Session indexes by client id, which each session holds (the table keeps 8 B per slot
+    /// and no copy of the id: a `BTreeMap<Box<str>, u32>` spent about 45 B per session).
+    by_client_id: ProbeTable,
     subscriptions: SubscriptionIndex,
     retained: RetainedIndex<SharedMessage>,
     matches: Matches,
@@ -510,7 +513,7 @@ impl Broker {
             free_connections: Vec::new(),
             sessions: Vec::new(),
             free_sessions: Vec::new(),
-            by_client_id: BTreeMap::new(),
+            by_client_id: ProbeTable::default(),
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
             writable: VecDeque::new(),
@@ -733,7 +736,7 @@ impl Broker {
 
     /// Messages queued for `client_id`'s session, if it exists.
     pub fn queued_messages(&self, client_id: &str) -> Option<usize> {
-        let index = *self.by_client_id.get(client_id)?;
+        let index = self.session_index(client_id)?;
         self.session(index)
             .map(|session| session.backlog().queue.len())
     }
@@ -773,6 +776,26 @@ impl Broker {
             .get_mut(id.index as usize)?
             .as_deref_mut()
             .filter(|c| c.generation == id.generation)
+    }
+
+    /// The hash of a client id in [`Broker::session_index`]'s table (seeded: clients cannot
+    /// aim collisions at it).
+    fn client_id_hash(&self, client_id: &str) -> u32 {
+        hash_str(self.seed ^ 0x243f_6a88_85a3_08d3, client_id)
+    }
+
+    /// The index of `client_id`'s session, if it has one.
+    fn session_index(&self, client_id: &str) -> Option<u32> {
+        let sessions = &self.sessions;
+        let found = self
+            .by_client_id
+            .find(self.client_id_hash(client_id), |index| {
+                sessions
+                    .get(index as usize)
+                    .and_then(Option::as_deref)
+                    .is_some_and(|session| &*session.client_id == client_id)
+            });
+        (found != NO_INDEX).then_some(found)
     }
 
     fn session(&self, index: u32) -> Option<&Session> {
@@ -1144,7 +1167,8 @@ impl Broker {
         let subscriber = self.global(index);
         self.subscriptions.unsubscribe_all(subscriber);
         self.replicate(Replication::SessionEnded { subscriber });
-        self.by_client_id.remove(&session.client_id);
+        let hash = self.client_id_hash(&session.client_id);
+        self.by_client_id.remove(hash, index);
         self.free_sessions.push(index);
         self.stats.sessions = self.stats.sessions.saturating_sub(1);
         self.events.push_back(Event::SessionTerminated {
@@ -1555,7 +1579,7 @@ impl Broker {
             let _ = write!(id, "femtomq-{mixed:016x}");
             // With several workers, an assigned id must belong to this one.
             let ours = client_owner(&id, self.config.workers) == self.config.worker;
-            if ours && !self.by_client_id.contains_key(id.as_str()) {
+            if ours && self.session_index(&id).is_none() {
                 return id.into_boxed_str();
             }
         }
@@ -1577,9 +1601,8 @@ impl Broker {
         }
         // A client taking over its own connected session does not add a connection.
         let takeover = self
-            .by_client_id
-            .get(connect.client_id)
-            .and_then(|&index| self.session(index))
+            .session_index(connect.client_id)
+            .and_then(|index| self.session(index))
             .is_some_and(|session| session.conn.is_some());
         if self.stats.connected >= self.config.limits.max_connections && !takeover {
             self.refuse(conn, ReasonCode::QUOTA_EXCEEDED, now);
@@ -1872,7 +1895,7 @@ impl Broker {
         let username = username.or(request.username.clone());
         let limits = self.config.limits;
         // Take over an existing session's connection `[MQTT-3.1.4-3]`.
-        let existing = self.by_client_id.get(&request.client_id).copied();
+        let existing = self.session_index(&request.client_id);
         if let Some(index) = existing {
             if let Some(old) = self.session(index).and_then(|s| s.conn) {
                 if old != conn {
@@ -1884,7 +1907,7 @@ impl Broker {
             }
         }
         // The takeover may have ended the old session (expiry 0).
-        let existing = self.by_client_id.get(&request.client_id).copied();
+        let existing = self.session_index(&request.client_id);
         let (index, session_present) = match existing {
             Some(index) if !request.clean_start => (index, true),
             Some(index) => {
@@ -1985,7 +2008,8 @@ impl Broker {
             }
         };
         self.sessions[index as usize] = Some(Box::new(Session::new(client_id.clone())));
-        self.by_client_id.insert(client_id.clone(), index);
+        let hash = self.client_id_hash(&client_id);
+        self.by_client_id.insert(hash, index);
         self.stats.sessions += 1;
         self.events.push_back(Event::SessionCreated {
             session: self.global(index),

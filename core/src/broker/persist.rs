@@ -1171,7 +1171,7 @@ impl Broker {
                     }
                 }
             };
-            if self.by_client_id.contains_key(&client_id) {
+            if self.session_index(&client_id).is_some() {
                 continue;
             }
             let index = self.create_session(client_id);

@@ -104,7 +104,10 @@ impl ProbeTable {
     }
 
     fn grow(&mut self) {
-        let capacity = (self.slots.len() * 2).max(8);
+        self.rebuild((self.slots.len() * 2).max(8));
+    }
+
+    fn rebuild(&mut self, capacity: usize) {
         let old = core::mem::replace(&mut self.slots, alloc::vec![EMPTY_SLOT; capacity]);
         for entry in old {
             if entry != EMPTY_SLOT {
@@ -155,6 +158,10 @@ impl ProbeTable {
         self.len -= 1;
         if self.len == 0 {
             self.slots = Vec::new();
+        } else if self.slots.len() > 64 && self.len * 8 < self.slots.len() {
+            // After a wave of removals the table gives its memory back (at an eighth full, to
+            // half its size: a quarter full then, far from the next growth).
+            self.rebuild(self.slots.len() / 2);
         }
     }
 }
@@ -284,6 +291,27 @@ mod tests {
         }
         assert_eq!(table.len, 0);
         assert!(table.slots.is_empty());
+    }
+
+    #[test]
+    fn probe_table_shrinks_after_removals() {
+        let mut table = ProbeTable::default();
+        for id in 0..10_000u32 {
+            table.insert(mix64(u64::from(id)) as u32, id);
+        }
+        let grown = table.slots.len();
+        for id in 10..10_000u32 {
+            table.remove(mix64(u64::from(id)) as u32, id);
+        }
+        assert!(
+            table.slots.len() * 64 <= grown,
+            "{} of {grown}",
+            table.slots.len()
+        );
+        for id in 0..10_000u32 {
+            let found = table.find(mix64(u64::from(id)) as u32, |candidate| candidate == id);
+            assert_eq!(found != NONE, id < 10, "{id}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! `BENCHMARKS.md` has the measured bytes per subscription.
 
 #[cfg(feature = "alloc")]
-mod hash;
+pub(crate) mod hash;
 #[cfg(feature = "alloc")]
 mod matches;
 #[cfg(feature = "alloc")]

@@ -254,8 +254,8 @@ pub(crate) struct AccessHub {
     pub(crate) jobs_ready: Notify,
     #[cfg(feature = "auth")]
     cache: RefCell<http::AclCache>,
-    /// The address of each open connection, for throttling.
-    peers: RefCell<SlotTable<IpAddr>>,
+    /// The address of each open connection, for throttling and the log.
+    peers: RefCell<SlotTable<SocketAddr>>,
     /// SCRAM exchanges waiting for the client's final message, one per connection at most.
     #[cfg(feature = "auth")]
     scram: RefCell<HashMap<ConnId, scram::ServerExchange>>,
@@ -277,7 +277,7 @@ impl AccessHub {
 
     /// A connection from `peer` was opened.
     pub(crate) fn opened(&self, conn: ConnId, peer: SocketAddr) {
-        self.peers.borrow_mut().insert(conn, peer.ip());
+        self.peers.borrow_mut().insert(conn, peer);
     }
 
     /// A connection was closed: forget its address and any exchange in progress.
@@ -307,8 +307,13 @@ impl AccessHub {
         true
     }
 
-    fn peer(&self, conn: ConnId) -> Option<IpAddr> {
+    /// The address of open connection `conn`, as accepted.
+    pub(crate) fn peer_address(&self, conn: ConnId) -> Option<SocketAddr> {
         self.peers.borrow().get(&conn).copied()
+    }
+
+    fn peer(&self, conn: ConnId) -> Option<IpAddr> {
+        self.peer_address(conn).map(|peer| peer.ip())
     }
 
     /// Whether `conn`'s address is refused for now (logged).
