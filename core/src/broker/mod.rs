@@ -238,7 +238,7 @@ struct ConnectRequest {
     receive_maximum: u16,
     maximum_packet_size: u32,
     topic_alias_maximum: u16,
-    will: Option<PendingWill>,
+    will: Option<Box<PendingWill>>,
     username: Option<Box<str>>,
     password: Option<Box<[u8]>>,
     auth_method: Option<Box<str>>,
@@ -272,7 +272,6 @@ struct Connection {
     /// CONNACK and DISCONNECT carry no Reason String `[MQTT-3.1.2-29]`.
     request_problem_information: bool,
     listener: u16,
-    username: Option<Box<str>>,
     /// Topic aliases, the authentication method and held output: `None` while the connection
     /// uses none of them (most connections never do).
     extras: Option<Box<ConnectionExtras>>,
@@ -361,7 +360,6 @@ impl Connection {
             topic_alias_maximum: 0,
             request_problem_information: true,
             listener,
-            username: None,
             extras: None,
             reauthenticating: false,
             keep_alive_armed: false,
@@ -1133,8 +1131,10 @@ impl Broker {
             } else {
                 let due = now.plus_secs(u64::from(will.delay_secs.min(expiry)));
                 if let Some(session) = self.session_mut(index) {
-                    session.will = Some(will);
-                    session.will_due = Some(due);
+                    session.will = Some(Box::new(PendingWill {
+                        due: Some(due),
+                        ..*will
+                    }));
                 }
                 self.timers.push(Reverse(Timer {
                     at: due,
@@ -1312,7 +1312,6 @@ impl Broker {
         if session.epoch != timer.generation || session.conn.is_some() {
             return;
         }
-        session.will_due = None;
         if let Some(will) = session.will.take() {
             self.persist_session(timer.index);
             self.publish_will(will.message, now);
@@ -1653,10 +1652,11 @@ impl Broker {
         let will = connect.will.map(|will| {
             let mut message = Message::new(will.topic, will.payload, will.qos, will.retain, now);
             message.properties = MessageProperties::from_will(&will.properties);
-            PendingWill {
+            Box::new(PendingWill {
                 message: Arc::new(message),
                 delay_secs: will.properties.will_delay_interval.unwrap_or(0),
-            }
+                due: None,
+            })
         });
         let request = Box::new(ConnectRequest {
             client_id,
@@ -1806,7 +1806,7 @@ impl Broker {
                 };
                 let info = ConnectInfo {
                     client_id: &session.client_id,
-                    username: connection.username.as_deref(),
+                    username: session.username.as_deref(),
                     password: None,
                     version: connection.version,
                     listener: connection.listener,
@@ -1853,10 +1853,7 @@ impl Broker {
                 let mut session = None;
                 if let Some(connection) = self.connection_mut(conn) {
                     connection.reauthenticating = false;
-                    if let Some(username) = &username {
-                        connection.username = Some(username.clone());
-                        session = connection.session;
-                    }
+                    session = connection.session;
                 }
                 // A new identity from re-authentication applies to authorization from now on.
                 if let (Some(index), Some(username)) = (session, username) {
@@ -1914,7 +1911,7 @@ impl Broker {
                 // The old session ends here, so a will still waiting for its delay is due now
                 // (§3.1.3.2.2: published when the delay passes or the session ends).
                 let pending_will = self.session_mut(index).and_then(|s| {
-                    s.will_due.take()?;
+                    s.will.as_ref()?.due?;
                     s.will.take()
                 });
                 if let Some(will) = pending_will {
@@ -1935,7 +1932,6 @@ impl Broker {
         connection.receive_maximum = receive_maximum;
         connection.maximum_packet_size = request.maximum_packet_size;
         connection.topic_alias_maximum = request.topic_alias_maximum;
-        connection.username = username.clone();
         if request.auth_method.is_some() || connection.extras.is_some() {
             connection.extras_mut().auth_method = request.auth_method.clone();
         }
@@ -1954,7 +1950,6 @@ impl Broker {
         session.expiry_secs = request.session_expiry;
         // A new connection before the will delay passed cancels that will `[MQTT-3.1.3-9]`.
         session.will = request.will;
-        session.will_due = None;
         self.stats.connected += 1;
         self.persist_connected(index, conn);
 
@@ -3263,6 +3258,6 @@ mod size_tests {
     #[test]
     fn a_connection_stays_small() {
         let size = core::mem::size_of::<super::Connection>();
-        assert!(size <= 120, "{size}");
+        assert!(size <= 104, "{size}");
     }
 }

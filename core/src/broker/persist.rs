@@ -812,7 +812,11 @@ impl Broker {
                 None => Some(self.wall(session.disconnected_at)),
             },
             will,
-            will_due_ms: session.will_due.map(|at| self.wall(at)),
+            will_due_ms: session
+                .will
+                .as_ref()
+                .and_then(|will| will.due)
+                .map(|at| self.wall(at)),
             username: session.username.clone(),
             listener: session.listener,
         }
@@ -1238,6 +1242,7 @@ impl Broker {
                 Some(PendingWill {
                     message,
                     delay_secs: will.delay_secs,
+                    due: None,
                 })
             });
             let will_due = match (&will, record.disconnected_at_ms, record.will_due_ms) {
@@ -1280,8 +1285,10 @@ impl Broker {
                     wills.push(will.message);
                 }
                 (Some(will), Some(due)) => {
-                    session.will = Some(will);
-                    session.will_due = Some(due);
+                    session.will = Some(Box::new(PendingWill {
+                        due: Some(due),
+                        ..will
+                    }));
                     self.timers.push(Reverse(Timer {
                         at: due,
                         kind: TimerKind::Will,

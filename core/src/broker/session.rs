@@ -53,11 +53,13 @@ pub(crate) struct Inflight {
     pub resend: bool,
 }
 
-/// A will waiting for its connection to end.
+/// A will waiting for its connection to end (boxed in the session: most have none).
 #[derive(Debug, Clone)]
 pub(crate) struct PendingWill {
     pub message: SharedMessage,
     pub delay_secs: u32,
+    /// Its connection ended: published at this time (after the will delay).
+    pub due: Option<Instant>,
 }
 
 /// What a session has in progress: most sessions, most of the time, have none of it, so a
@@ -111,9 +113,7 @@ pub(crate) struct Session {
     /// while all of it is empty (see [`Backlog`]).
     pub backlog: Option<Box<Backlog>>,
     pub next_packet_id: u16,
-    pub will: Option<PendingWill>,
-    /// A will whose connection ended, waiting for its delay: published at this time.
-    pub will_due: Option<Instant>,
+    pub will: Option<Box<PendingWill>>,
     /// When the client last acknowledged something or the port took its output.
     pub last_progress: Instant,
     /// Whether a stall check timer is pending for this session.
@@ -138,7 +138,6 @@ impl Session {
             backlog: None,
             next_packet_id: 1,
             will: None,
-            will_due: None,
             last_progress: Instant(0),
             stall_check_armed: false,
             remote_pressure: false,
@@ -230,6 +229,6 @@ mod tests {
     /// memory per client, so it is a deliberate change of this bound.
     #[test]
     fn a_session_stays_small() {
-        assert!(core::mem::size_of::<Session>() <= 120);
+        assert!(core::mem::size_of::<Session>() <= 96);
     }
 }
