@@ -158,6 +158,11 @@ impl Reactor {
                 Some(key) if sources.get(key as usize).is_some_and(Option::is_none) => break key,
                 Some(_) => {}
                 None => {
+                    // Grown by a quarter, not doubled: one entry per connection.
+                    if sources.len() == sources.capacity() {
+                        let room = (sources.capacity() / 4).max(16);
+                        sources.reserve_exact(room);
+                    }
                     sources.push(None);
                     break (sources.len() - 1) as u32;
                 }

@@ -2,6 +2,49 @@
 
 use femtomq_core::broker::ConnId;
 
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+/// A connection's address in 20 bytes, where [`SocketAddr`] takes 32 (room for an IPv6 flow
+/// label and scope, which the broker only ever shows in its log; the scope is kept while it
+/// fits in 8 bits, the usual interface numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerAddress {
+    /// IPv4 addresses as IPv4-mapped IPv6.
+    ip: [u8; 16],
+    port: u16,
+    v4: bool,
+    scope: u8,
+}
+
+impl From<SocketAddr> for PeerAddress {
+    fn from(address: SocketAddr) -> PeerAddress {
+        match address {
+            SocketAddr::V4(v4) => PeerAddress {
+                ip: v4.ip().to_ipv6_mapped().octets(),
+                port: v4.port(),
+                v4: true,
+                scope: 0,
+            },
+            SocketAddr::V6(v6) => PeerAddress {
+                ip: v6.ip().octets(),
+                port: v6.port(),
+                v4: false,
+                scope: u8::try_from(v6.scope_id()).unwrap_or(0),
+            },
+        }
+    }
+}
+
+impl From<PeerAddress> for SocketAddr {
+    fn from(peer: PeerAddress) -> SocketAddr {
+        let ip = Ipv6Addr::from(peer.ip);
+        match ip.to_ipv4_mapped() {
+            Some(v4) if peer.v4 => SocketAddr::new(IpAddr::V4(v4), peer.port),
+            _ => SocketAddr::V6(SocketAddrV6::new(ip, peer.port, 0, u32::from(peer.scope))),
+        }
+    }
+}
+
 /// Values by [`ConnId::slot`]: the engine keeps slots dense and reuses them, so a vector costs
 /// less per connection than a hash map (about 100 B there with its spare room). An entry is
 /// found only under the exact id it was inserted with, not under a later connection's id that
@@ -29,6 +72,14 @@ impl<T> SlotTable<T> {
     pub(crate) fn insert(&mut self, conn: ConnId, entry: T) {
         let slot = conn.slot();
         if self.entries.len() <= slot {
+            let needed = slot + 1 - self.entries.len();
+            if self.entries.capacity() < slot + 1 {
+                // Grown by a quarter rather than doubled: with tens of thousands of connections
+                // a doubled table's spare half would cost more than its entries (still O(1)
+                // amortized per insert).
+                let room = needed.max(self.entries.capacity() / 4).max(16);
+                self.entries.reserve_exact(room);
+            }
             self.entries.resize_with(slot + 1, || None);
         }
         self.entries[slot] = Some((conn, entry));
@@ -76,5 +127,33 @@ mod tests {
         assert_eq!(table.get(&second), Some(&"second"));
         table.remove(&second);
         assert!(table.entries.is_empty());
+    }
+
+    #[test]
+    fn a_peer_address_keeps_what_the_log_shows() {
+        for text in [
+            "127.0.0.1:1883",
+            "[::1]:40000",
+            "[fe80::1%3]:8883",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let address: SocketAddr = text.parse().unwrap();
+            assert_eq!(
+                SocketAddr::from(PeerAddress::from(address)),
+                address,
+                "{text}"
+            );
+        }
+        assert_eq!(std::mem::size_of::<Option<(ConnId, PeerAddress)>>(), 28);
+    }
+
+    #[test]
+    fn the_table_grows_by_a_quarter() {
+        let mut broker = Broker::new(Config::default(), 1);
+        let mut table = SlotTable::default();
+        for _ in 0..10_000 {
+            table.insert(broker.open(0, Instant(0)), 0u8);
+        }
+        assert!(table.entries.capacity() * 4 <= table.entries.len() * 5 + 64);
     }
 }

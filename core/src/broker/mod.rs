@@ -383,20 +383,51 @@ impl Connection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
-    ConnectTimeout,
-    KeepAlive,
-    Will,
-    SessionExpiry,
+    ConnectTimeout = 0,
+    KeepAlive = 1,
+    Will = 2,
+    SessionExpiry = 3,
     /// Releases the publishers a session holds back if it made no progress since.
-    StallCheck,
+    StallCheck = 4,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Timer {
-    at: Instant,
-    kind: TimerKind,
+    /// The deadline in milliseconds, shifted left by [`TIMER_KIND_BITS`], and the kind in
+    /// those bits: 16 B a timer instead of 24 (every connection waits on one), ordered by
+    /// deadline first as before.
+    at_and_kind: u64,
     index: u32,
     generation: u32,
+}
+
+const TIMER_KIND_BITS: u32 = 3;
+
+impl Timer {
+    fn new(at: Instant, kind: TimerKind, index: u32, generation: u32) -> Timer {
+        // 2^61 ms is 73 million years of uptime: clamped there, the shift loses nothing (a
+        // saturated "never" stays the latest deadline).
+        let at = at.0.min(u64::MAX >> TIMER_KIND_BITS);
+        Timer {
+            at_and_kind: (at << TIMER_KIND_BITS) | kind as u64,
+            index,
+            generation,
+        }
+    }
+
+    fn at(&self) -> Instant {
+        Instant(self.at_and_kind >> TIMER_KIND_BITS)
+    }
+
+    fn kind(&self) -> TimerKind {
+        match self.at_and_kind & ((1 << TIMER_KIND_BITS) - 1) {
+            0 => TimerKind::ConnectTimeout,
+            1 => TimerKind::KeepAlive,
+            2 => TimerKind::Will,
+            3 => TimerKind::SessionExpiry,
+            _ => TimerKind::StallCheck,
+        }
+    }
 }
 
 impl RetainedMessage for SharedMessage {
@@ -478,6 +509,15 @@ const STALL_MS: u64 = 1000;
 /// 3.1.1 `[MQTT-3.1.2-24]`).
 fn keep_alive_deadline(last: Instant, keep_alive: u16) -> Instant {
     last.plus_millis(u64::from(keep_alive) * 1500)
+}
+
+/// Pushes onto a vector with an entry per connection or session, growing it by a quarter
+/// rather than doubling it (see [`Broker::push_timer`]).
+fn push_by_quarters<T>(vector: &mut Vec<T>, value: T) {
+    if vector.len() == vector.capacity() {
+        vector.reserve_exact((vector.capacity() / 4).max(16));
+    }
+    vector.push(value);
 }
 
 fn push_packet(out: &mut Vec<u8>, packet: &Packet<'_>, version: ProtocolVersion) -> bool {
@@ -747,8 +787,8 @@ impl Broker {
         let index = match self.free_connections.pop() {
             Some(index) => index,
             None => {
-                self.connections.push(None);
-                self.connection_generations.push(0);
+                push_by_quarters(&mut self.connections, None);
+                push_by_quarters(&mut self.connection_generations, 0);
                 (self.connections.len() - 1) as u32
             }
         };
@@ -756,12 +796,12 @@ impl Broker {
         self.connection_generations[index as usize] = generation;
         self.connections[index as usize] =
             Some(Box::new(Connection::new(generation, listener, now)));
-        self.timers.push(Reverse(Timer {
-            at: now.plus_millis(self.config.connect_timeout_ms),
-            kind: TimerKind::ConnectTimeout,
+        self.push_timer(Reverse(Timer::new(
+            now.plus_millis(self.config.connect_timeout_ms),
+            TimerKind::ConnectTimeout,
             index,
             generation,
-        }));
+        )));
         ConnId { index, generation }
     }
 
@@ -1136,21 +1176,16 @@ impl Broker {
                         ..*will
                     }));
                 }
-                self.timers.push(Reverse(Timer {
-                    at: due,
-                    kind: TimerKind::Will,
-                    index,
-                    generation: epoch,
-                }));
+                self.push_timer(Reverse(Timer::new(due, TimerKind::Will, index, epoch)));
             }
         }
         if expiry != u32::MAX {
-            self.timers.push(Reverse(Timer {
-                at: now.plus_secs(u64::from(expiry)),
-                kind: TimerKind::SessionExpiry,
+            self.push_timer(Reverse(Timer::new(
+                now.plus_secs(u64::from(expiry)),
+                TimerKind::SessionExpiry,
                 index,
-                generation: epoch,
-            }));
+                epoch,
+            )));
         }
         if let Some(session) = self.session_mut(index) {
             session.disconnected_at = now;
@@ -1190,7 +1225,18 @@ impl Broker {
 
     /// When [`Broker::handle_timeout`] should be called next (it may be called earlier).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse(timer)| timer.at)
+        self.timers.peek().map(|Reverse(timer)| timer.at())
+    }
+
+    /// Adds a deadline. The heap grows by a quarter rather than doubling: every connection
+    /// waits on a timer, and with tens of thousands of them a doubled heap's spare half would
+    /// be a fifth of what the connections cost.
+    fn push_timer(&mut self, timer: Reverse<Timer>) {
+        if self.timers.len() == self.timers.capacity() {
+            let room = (self.timers.capacity() / 4).max(16);
+            self.timers.reserve_exact(room);
+        }
+        self.timers.push(timer);
     }
 
     /// Deadlines waiting (connect timeouts, keep-alive checks, wills, expiries), stale ones
@@ -1202,11 +1248,11 @@ impl Broker {
     /// Runs every deadline that has passed at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(Reverse(timer)) = self.timers.peek().copied() {
-            if timer.at > now {
+            if timer.at() > now {
                 break;
             }
             self.timers.pop();
-            match timer.kind {
+            match timer.kind() {
                 TimerKind::ConnectTimeout => self.connect_timeout(timer, now),
                 TimerKind::KeepAlive => self.keep_alive_check(timer, now),
                 TimerKind::Will => self.will_due(timer, now),
@@ -1253,11 +1299,12 @@ impl Broker {
         }
         connection.keep_alive_armed = true;
         let at = keep_alive_deadline(connection.last_received, connection.keep_alive);
-        self.timers.push(Reverse(Timer {
+        self.push_timer(Reverse(Timer::new(
             at,
-            kind: TimerKind::KeepAlive,
-            ..timer
-        }));
+            TimerKind::KeepAlive,
+            timer.index,
+            timer.generation,
+        )));
     }
 
     /// At CONNECT: arms the keep-alive check if it is due before the connect-timeout timer,
@@ -1273,12 +1320,12 @@ impl Broker {
         };
         connection.keep_alive_armed = true;
         let generation = connection.generation;
-        self.timers.push(Reverse(Timer {
+        self.push_timer(Reverse(Timer::new(
             at,
-            kind: TimerKind::KeepAlive,
-            index: conn.index,
+            TimerKind::KeepAlive,
+            conn.index,
             generation,
-        }));
+        )));
     }
 
     fn keep_alive_check(&mut self, timer: Timer, now: Instant) {
@@ -1298,10 +1345,12 @@ impl Broker {
             }
             self.begin_close(id, CloseCause::KeepAliveTimeout, now);
         } else {
-            self.timers.push(Reverse(Timer {
-                at: deadline,
-                ..timer
-            }));
+            self.push_timer(Reverse(Timer::new(
+                deadline,
+                timer.kind(),
+                timer.index,
+                timer.generation,
+            )));
         }
     }
 
@@ -1325,7 +1374,7 @@ impl Broker {
         if current {
             // A will still waiting for its delay is published when the session ends.
             if let Some(will) = self.session_mut(timer.index).and_then(|s| s.will.take()) {
-                self.publish_will(will.message, timer.at);
+                self.publish_will(will.message, timer.at());
             }
             self.end_session(timer.index, SessionEnd::Expired);
         }
@@ -1998,7 +2047,7 @@ impl Broker {
         let index = match self.free_sessions.pop() {
             Some(index) => index,
             None => {
-                self.sessions.push(None);
+                push_by_quarters(&mut self.sessions, None);
                 (self.sessions.len() - 1) as u32
             }
         };
@@ -2608,12 +2657,7 @@ impl Broker {
         session.stall_check_armed = true;
         let (at, epoch) = (session.last_progress.plus_millis(STALL_MS), session.epoch);
         if schedule {
-            self.timers.push(Reverse(Timer {
-                at,
-                kind: TimerKind::StallCheck,
-                index,
-                generation: epoch,
-            }));
+            self.push_timer(Reverse(Timer::new(at, TimerKind::StallCheck, index, epoch)));
         }
         if announce {
             let subscriber = self.global(index);
@@ -2727,12 +2771,12 @@ impl Broker {
         } else {
             session.stall_check_armed = true;
             let epoch = session.epoch;
-            self.timers.push(Reverse(Timer {
-                at: due,
-                kind: TimerKind::StallCheck,
-                index: timer.index,
-                generation: epoch,
-            }));
+            self.push_timer(Reverse(Timer::new(
+                due,
+                TimerKind::StallCheck,
+                timer.index,
+                epoch,
+            )));
         }
     }
 
@@ -3259,5 +3303,31 @@ mod size_tests {
     fn a_connection_stays_small() {
         let size = core::mem::size_of::<super::Connection>();
         assert!(size <= 104, "{size}");
+    }
+
+    #[test]
+    fn a_timer_packs_its_kind_with_its_deadline() {
+        use super::{Instant, Timer, TimerKind};
+        assert_eq!(core::mem::size_of::<Timer>(), 16);
+        let kinds = [
+            TimerKind::ConnectTimeout,
+            TimerKind::KeepAlive,
+            TimerKind::Will,
+            TimerKind::SessionExpiry,
+            TimerKind::StallCheck,
+        ];
+        for kind in kinds {
+            let timer = Timer::new(Instant(123_456), kind, 7, 9);
+            assert_eq!((timer.at(), timer.kind()), (Instant(123_456), kind));
+            assert_eq!((timer.index, timer.generation), (7, 9));
+        }
+        // Ordered by deadline first, whatever the kind.
+        let early = Timer::new(Instant(10), TimerKind::StallCheck, 1, 1);
+        let late = Timer::new(Instant(11), TimerKind::ConnectTimeout, 0, 0);
+        assert!(early < late);
+        // A saturated deadline stays the latest.
+        let never = Timer::new(Instant(u64::MAX), TimerKind::SessionExpiry, 0, 0);
+        assert!(never > late);
+        assert_eq!(never.kind(), TimerKind::SessionExpiry);
     }
 }

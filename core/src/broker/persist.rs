@@ -1289,22 +1289,17 @@ impl Broker {
                         due: Some(due),
                         ..will
                     }));
-                    self.timers.push(Reverse(Timer {
-                        at: due,
-                        kind: TimerKind::Will,
-                        index,
-                        generation: epoch,
-                    }));
+                    self.push_timer(Reverse(Timer::new(due, TimerKind::Will, index, epoch)));
                 }
                 _ => {}
             }
             if remaining != u32::MAX {
-                self.timers.push(Reverse(Timer {
-                    at: now.plus_secs(u64::from(remaining)),
-                    kind: TimerKind::SessionExpiry,
+                self.push_timer(Reverse(Timer::new(
+                    now.plus_secs(u64::from(remaining)),
+                    TimerKind::SessionExpiry,
                     index,
-                    generation: epoch,
-                }));
+                    epoch,
+                )));
             }
             summary.sessions += 1;
         }

@@ -50,7 +50,7 @@ use femtomq_core::broker::{
 use femtomq_core::codec::ReasonCode;
 
 use crate::notify::Notify;
-use crate::slots::SlotTable;
+use crate::slots::{PeerAddress, SlotTable};
 
 pub mod acl;
 #[cfg(feature = "auth")]
@@ -255,7 +255,7 @@ pub(crate) struct AccessHub {
     #[cfg(feature = "auth")]
     cache: RefCell<http::AclCache>,
     /// The address of each open connection, for throttling and the log.
-    peers: RefCell<SlotTable<SocketAddr>>,
+    peers: RefCell<SlotTable<PeerAddress>>,
     /// SCRAM exchanges waiting for the client's final message, one per connection at most.
     #[cfg(feature = "auth")]
     scram: RefCell<HashMap<ConnId, scram::ServerExchange>>,
@@ -277,7 +277,9 @@ impl AccessHub {
 
     /// A connection from `peer` was opened.
     pub(crate) fn opened(&self, conn: ConnId, peer: SocketAddr) {
-        self.peers.borrow_mut().insert(conn, peer);
+        self.peers
+            .borrow_mut()
+            .insert(conn, PeerAddress::from(peer));
     }
 
     /// A connection was closed: forget its address and any exchange in progress.
@@ -309,7 +311,10 @@ impl AccessHub {
 
     /// The address of open connection `conn`, as accepted.
     pub(crate) fn peer_address(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.peers.borrow().get(&conn).copied()
+        self.peers
+            .borrow()
+            .get(&conn)
+            .map(|&peer| SocketAddr::from(peer))
     }
 
     fn peer(&self, conn: ConnId) -> Option<IpAddr> {
