@@ -2,7 +2,6 @@
 
 use alloc::vec::Vec;
 
-use super::hash::Interner;
 use super::trie::{RETAIN_AS_PUBLISHED, SubscriberId, unpack_qos};
 use crate::types::QoS;
 
@@ -66,6 +65,43 @@ pub struct Matches {
     levels: Vec<u32>,
     stack: Vec<(u32, u32)>,
     rng: u64,
+    /// The walks of recently matched topics, so that a topic published again (telemetry sends
+    /// the same few topics over and over) skips hashing its levels and walking the trees.
+    walks: WalkCache,
+}
+
+/// Slots of the [`WalkCache`]: direct-mapped by the topic's hash. 32 holds the topics of a
+/// few dozen steady publishers; a miss costs a walk plus copying the topic and the list heads.
+const WALK_CACHE_SLOTS: usize = 32;
+
+/// Topics longer than this are not cached (their walk dominates the copy anyway, and the slots
+/// stay small).
+const WALK_CACHE_MAX_TOPIC: usize = 256;
+
+/// What walking the trees found for one topic: the list heads to visit, valid while the index
+/// that made them is unchanged ([`WalkStamp`]).
+#[derive(Debug, Default)]
+pub(crate) struct CachedWalk {
+    stamp: WalkStamp,
+    topic: Vec<u8>,
+    /// List heads of the non-shared tree.
+    pub(crate) direct: Vec<u32>,
+    /// List heads of the shared tree (groups).
+    pub(crate) shared: Vec<u32>,
+}
+
+/// Which index, in which version, made a [`CachedWalk`]: the index's unique id and its count of
+/// changes. The default (id 0) is never an index's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct WalkStamp {
+    pub(crate) index: u32,
+    pub(crate) changes: u64,
+}
+
+/// The walk cache: empty until the first match (idle brokers do not pay for it).
+#[derive(Debug, Default)]
+struct WalkCache {
+    slots: Vec<CachedWalk>,
 }
 
 impl Default for Matches {
@@ -84,6 +120,7 @@ impl Matches {
             epoch: 0,
             levels: Vec::new(),
             stack: Vec::new(),
+            walks: WalkCache::default(),
             rng: if seed == 0 {
                 0x9e37_79b9_7f4a_7c15
             } else {
@@ -126,16 +163,43 @@ impl Matches {
         }
     }
 
-    /// Looks every level of `topic` up in `labels` (`NONE` for a level no filter uses).
-    pub(crate) fn intern(&mut self, topic: &str, labels: &Interner) {
-        self.levels.clear();
-        self.levels
-            .extend(super::levels(topic).map(|level| labels.find(level)));
-    }
-
-    pub(crate) fn parts(&mut self) -> (&[u32], &mut Vec<(u32, u32)>, Collector<'_>) {
+    /// The cached walk of `topic` made by the index in version `stamp` (`Ok`), or a slot to
+    /// record a fresh walk in (`Err`, cleared and stamped; or `None` when `topic` is too long
+    /// to cache), with the collector to fill.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn walk_parts(
+        &mut self,
+        stamp: WalkStamp,
+        topic: &str,
+        hash: u32,
+    ) -> (
+        Result<&CachedWalk, Option<&mut CachedWalk>>,
+        &mut Vec<u32>,
+        &mut Vec<(u32, u32)>,
+        Collector<'_>,
+    ) {
+        let slot = if topic.len() > WALK_CACHE_MAX_TOPIC {
+            Err(None)
+        } else {
+            let slots = &mut self.walks.slots;
+            if slots.is_empty() {
+                slots.resize_with(WALK_CACHE_SLOTS, CachedWalk::default);
+            }
+            let walk = &mut slots[hash as usize % WALK_CACHE_SLOTS];
+            if walk.stamp == stamp && walk.topic == topic.as_bytes() {
+                Ok(&*walk)
+            } else {
+                walk.stamp = stamp;
+                walk.topic.clear();
+                walk.topic.extend_from_slice(topic.as_bytes());
+                walk.direct.clear();
+                walk.shared.clear();
+                Err(Some(walk))
+            }
+        };
         (
-            &self.levels,
+            slot,
+            &mut self.levels,
             &mut self.stack,
             Collector {
                 deliveries: &mut self.deliveries,

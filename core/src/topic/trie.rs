@@ -8,9 +8,10 @@
 //! its members.
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 
-use super::hash::{Interner, NONE};
-use super::matches::{Matches, Publisher};
+use super::hash::{Interner, NONE, hash_str};
+use super::matches::{CachedWalk, Matches, Publisher, WalkStamp};
 use super::shared::{Group, Member, SharedStrategy};
 use super::tree::{ROOT, Step, Tree};
 use super::validate::{Filter, TopicError, check_filter, parse_filter};
@@ -133,7 +134,17 @@ pub struct SubscriptionIndex {
     total: u32,
     limits: Limits,
     strategy: SharedStrategy,
+    /// Unique among the indexes of the process: tells [`Matches`]' cached walks of this index
+    /// from another's.
+    id: u32,
+    /// Changes to the trees so far: a cached walk is valid while this has not moved.
+    changes: u64,
+    /// Seeds the topic hash that places a walk in the cache.
+    seed: u64,
 }
+
+/// Ids of [`SubscriptionIndex`]es (0 is never one).
+static NEXT_INDEX_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Splits a filter proper into its path (without a trailing `#`) and whether it ends in `#`.
 fn filter_path(filter: &str) -> (impl Iterator<Item = Step<'_>> + Clone, bool) {
@@ -178,6 +189,12 @@ impl SubscriptionIndex {
             total: 0,
             limits: *limits,
             strategy,
+            id: match NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed) {
+                0 => NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed),
+                id => id,
+            },
+            changes: 0,
+            seed: seed.rotate_left(41),
         }
     }
 
@@ -229,6 +246,7 @@ impl SubscriptionIndex {
         options: SubscriptionOptions,
         identifier: Option<u32>,
     ) -> Result<SubscribeOutcome, SubscribeError> {
+        self.changes += 1;
         let parsed = check_filter(filter, &self.limits)?;
         if parsed.share_group.is_some() && options.no_local {
             return Err(SubscribeError::NoLocalOnSharedSubscription);
@@ -298,6 +316,7 @@ impl SubscriptionIndex {
     /// filter); false when there was none (UNSUBACK 0x11 No subscription existed).
     /// A removed shared member gets no further message.
     pub fn unsubscribe(&mut self, subscriber: SubscriberId, filter: &str) -> bool {
+        self.changes += 1;
         let Ok(parsed) = parse_filter(filter) else {
             return false;
         };
@@ -311,6 +330,7 @@ impl SubscriptionIndex {
 
     /// Removes every subscription of `subscriber` (when its session ends) and returns how many.
     pub fn unsubscribe_all(&mut self, subscriber: SubscriberId) -> usize {
+        self.changes += 1;
         let Some(entries) = self.subscribers.get_mut(subscriber.0 as usize) else {
             return 0;
         };
@@ -332,11 +352,33 @@ impl SubscriptionIndex {
         if self.total == 0 {
             return;
         }
-        out.intern(topic, &self.labels);
-        let dollar = topic.starts_with('$');
+        let stamp = WalkStamp {
+            index: self.id,
+            changes: self.changes,
+        };
+        let hash = hash_str(self.seed, topic);
+        let (cached, levels, stack, mut collector) = out.walk_parts(stamp, topic, hash);
+        let mut fresh = CachedWalk::default();
+        let heads: &CachedWalk = match cached {
+            Ok(cached) => cached,
+            Err(slot) => {
+                let slot = slot.unwrap_or(&mut fresh);
+                levels.clear();
+                levels.extend(super::levels(topic).map(|level| self.labels.find(level)));
+                let dollar = topic.starts_with('$');
+                walk(&self.direct, levels, dollar, stack, |head| {
+                    slot.direct.push(head)
+                });
+                if self.live_groups != 0 {
+                    walk(&self.shared, levels, dollar, stack, |head| {
+                        slot.shared.push(head)
+                    });
+                }
+                slot
+            }
+        };
         let publisher_id = publisher.id.map_or(NONE, |id| id.0);
-        let (levels, stack, mut collector) = out.parts();
-        walk(&self.direct, levels, dollar, stack, |head| {
+        for &head in &heads.direct {
             let mut record = head;
             while record != NONE {
                 let Record {
@@ -350,7 +392,7 @@ impl SubscriptionIndex {
                 }
                 record = next;
             }
-        });
+        }
         if self.live_groups == 0 {
             return;
         }
@@ -358,7 +400,7 @@ impl SubscriptionIndex {
             SharedStrategy::HashByPublisher => super::shared::publisher_hash(publisher.client_id),
             _ => 0,
         };
-        walk(&self.shared, levels, dollar, stack, |head| {
+        for &head in &heads.shared {
             let mut record = head;
             while record != NONE {
                 let Record { owner, next, .. } = self.records[record as usize];
@@ -370,7 +412,7 @@ impl SubscriptionIndex {
                 }
                 record = next;
             }
-        });
+        }
     }
 
     /// The position in the subscriber's list of its subscription to `filter`.
@@ -565,6 +607,59 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn receivers(index: &SubscriptionIndex, topic: &str, out: &mut Matches) -> Vec<u32> {
+        index.matches(topic, Publisher::default(), out);
+        let mut ids: Vec<u32> = out.deliveries().iter().map(|d| d.subscriber.0).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn cached_walks_follow_every_change_of_the_index() {
+        let limits = Limits::default();
+        let options = SubscriptionOptions::with_qos(QoS::AtLeastOnce);
+        let mut index = SubscriptionIndex::new(&limits, SharedStrategy::RoundRobin, 9);
+        let mut out = Matches::default();
+        let topic = "site/1/device/7";
+        index
+            .subscribe(SubscriberId(1), "site/+/device/7", options, None)
+            .unwrap();
+        assert_eq!(receivers(&index, topic, &mut out), [1]);
+        // Same topic again: served from the cache.
+        assert_eq!(receivers(&index, topic, &mut out), [1]);
+        index
+            .subscribe(SubscriberId(2), "site/#", options, None)
+            .unwrap();
+        assert_eq!(receivers(&index, topic, &mut out), [1, 2]);
+        index
+            .subscribe(SubscriberId(3), "$share/g/site/1/#", options, None)
+            .unwrap();
+        assert_eq!(receivers(&index, topic, &mut out), [1, 2, 3]);
+        assert!(index.unsubscribe(SubscriberId(1), "site/+/device/7"));
+        assert_eq!(receivers(&index, topic, &mut out), [2, 3]);
+        assert_eq!(index.unsubscribe_all(SubscriberId(2)), 1);
+        assert_eq!(receivers(&index, topic, &mut out), [3]);
+        // Another index with the same seed and the same history does not use this one's walks.
+        let mut other = SubscriptionIndex::new(&limits, SharedStrategy::RoundRobin, 9);
+        other
+            .subscribe(SubscriberId(4), "site/1/device/7", options, None)
+            .unwrap();
+        for _ in 0..4 {
+            other
+                .subscribe(SubscriberId(4), "site/1/device/7", options, None)
+                .unwrap();
+        }
+        assert_eq!(receivers(&other, topic, &mut out), [4]);
+        assert_eq!(receivers(&index, topic, &mut out), [3]);
+        // Topics too long to cache still match.
+        let long = alloc::format!("site/1/{}", "x".repeat(300));
+        index
+            .subscribe(SubscriberId(5), "site/1/+", options, None)
+            .unwrap();
+        assert_eq!(receivers(&index, &long, &mut out), [3, 5]);
+        assert_eq!(receivers(&index, &long, &mut out), [3, 5]);
+    }
 
     #[test]
     fn records_stay_compact() {
