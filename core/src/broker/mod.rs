@@ -2307,7 +2307,7 @@ impl Broker {
         };
         let message = message_of(&publish, topic, v5, now);
         self.routing_flow = self.flow_of(index, id.get(), true);
-        self.route(Some(index), &message, now);
+        self.route(Some(index), message, now);
         self.routing_flow = None;
         self.send_publish_ack(conn, publish.qos_pid, ReasonCode::SUCCESS);
     }
@@ -2500,10 +2500,12 @@ impl Broker {
                 message: message.clone(),
             });
         }
-        (self.route(publisher, &message, now), retain_failure)
+        (self.route(publisher, message, now), retain_failure)
     }
 
-    fn route(&mut self, publisher: Option<u32>, message: &SharedMessage, now: Instant) -> usize {
+    /// Sends or queues a copy of `message` for every matching subscription (the last copy takes
+    /// `message` itself: one reference count less to move per delivery).
+    fn route(&mut self, publisher: Option<u32>, message: SharedMessage, now: Instant) -> usize {
         let mut matches = core::mem::take(&mut self.matches);
         let client_id = publisher
             .and_then(|index| self.session(index))
@@ -2511,12 +2513,21 @@ impl Broker {
         let id = publisher.map(|index| self.global(index));
         self.subscriptions
             .matches(&message.topic, Publisher { id, client_id }, &mut matches);
+        let (published_qos, published_retain) = (message.qos, message.retain);
+        let last = matches.len().wrapping_sub(1);
+        let mut message = Some(message);
         for (position, delivery) in matches.deliveries().iter().enumerate() {
+            let copy = if position == last {
+                message.take()
+            } else {
+                message.clone()
+            };
+            let Some(copy) = copy else { break };
             let outgoing = Outgoing {
-                message: message.clone(),
-                qos: message.qos.min(delivery.qos),
+                message: copy,
+                qos: published_qos.min(delivery.qos),
                 // Forwarded messages carry RETAIN 0 unless Retain As Published `[MQTT-3.3.1-12]`.
-                retain: message.retain && delivery.retain_as_published,
+                retain: published_retain && delivery.retain_as_published,
                 subscription_ids: matches.identifiers(position).collect(),
                 seq: 0,
             };

@@ -38,11 +38,37 @@ pub(crate) fn hash_str(seed: u64, text: &str) -> u32 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        hash = (hash ^ tail_word(bytes, rest.len())).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
     mix64(hash) as u32
+}
+
+/// The last `len` (1..=7) bytes of `bytes` in one word, read with at most two overlapping loads
+/// (building the word byte by byte on the stack stalls the load that reads it back). Bytes of
+/// the word beyond the tail repeat tail or earlier bytes; the length, mixed in first, tells
+/// such words apart.
+#[inline]
+fn tail_word(bytes: &[u8], len: usize) -> u64 {
+    let end = bytes.len();
+    if end >= 8 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[end - 8..]);
+        return u64::from_le_bytes(word) >> (8 * (8 - len));
+    }
+    let read4 = |at: usize| {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&bytes[at..at + 4]);
+        u64::from(u32::from_le_bytes(word))
+    };
+    match len {
+        4..=7 => read4(0) | (read4(len - 4) << 32),
+        _ => {
+            let first = u64::from(bytes[0]);
+            let middle = u64::from(bytes[len / 2]);
+            let last = u64::from(bytes[len - 1]);
+            first | (middle << 8) | (last << 16)
+        }
+    }
 }
 
 /// A seeded hash of a pair of ids.
@@ -254,6 +280,22 @@ impl Interner {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn every_byte_of_a_string_reaches_its_hash() {
+        // The tail of a string (the bytes after its last whole word) is read with overlapping
+        // loads: changing any one byte, at any length, must still change the hash.
+        for len in 1..=24usize {
+            let base: alloc::string::String = (0..len).map(|i| (b'a' + i as u8) as char).collect();
+            let hash = hash_str(7, &base);
+            for at in 0..len {
+                let mut changed = base.clone().into_bytes();
+                changed[at] = b'Z';
+                let changed = core::str::from_utf8(&changed).unwrap();
+                assert_ne!(hash_str(7, changed), hash, "{base} vs {changed}");
+            }
+        }
+    }
 
     #[test]
     fn probe_table_survives_colliding_inserts_and_removals() {
