@@ -444,6 +444,37 @@ proptest! {
         }
     }
 
+    /// The broker's PUBLISH fast path decodes what `decode_packet` decodes, with the same
+    /// errors, for valid packets, their corruptions and arbitrary bytes with PUBLISH's type.
+    #[test]
+    fn decode_publish_agrees_with_decode_packet(
+        m in material(),
+        flip in any::<(usize, u8)>(),
+        flags in 0u8..16,
+        body in prop::collection::vec(any::<u8>(), 0..48),
+    ) {
+        let mut m3 = m.clone();
+        m3.kind = 3;
+        let l3 = lists(&m3);
+        let packet = build(&m3, &l3);
+        let valid = encode_to_vec(&packet, m3.version);
+        let mut corrupted = valid.clone();
+        let at = flip.0 % corrupted.len();
+        corrupted[at] ^= flip.1.max(1);
+        let mut arbitrary = vec![0x30 | flags, body.len() as u8];
+        arbitrary.extend_from_slice(&body);
+        for bytes in [&valid, &corrupted, &arbitrary] {
+            if !is_publish(bytes) {
+                continue;
+            }
+            let expected = decode_packet(bytes, m3.version).map(|packet| match packet {
+                Packet::Publish(publish) => publish,
+                other => panic!("a PUBLISH decoded as {other:?}"),
+            });
+            prop_assert_eq!(decode_publish(bytes, m3.version), expected);
+        }
+    }
+
     /// Differential check on arbitrary bytes: the decoder never panics, and whatever it accepts
     /// it can encode again, to bytes that decode to the same packet.
     #[test]

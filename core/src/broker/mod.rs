@@ -77,6 +77,12 @@ fn message_of(publish: &Publish<'_>, topic: Box<str>, v5: bool, now: Instant) ->
     })
 }
 
+/// A packet decoded by [`Broker::handle_input`]: PUBLISH from a connected client on its own.
+enum Incoming<'a> {
+    Publish(Publish<'a>),
+    Other(Packet<'a>),
+}
+
 /// A copy of a message for a session owned by another worker.
 #[derive(Debug, Clone)]
 pub struct RemoteDelivery {
@@ -1401,17 +1407,35 @@ impl Broker {
             }
             let version = connection.version;
             let max = self.config.limits.max_packet_size as usize;
+            let connected = matches!(connection.phase, Phase::Connected);
             let rest = &bytes[used..];
-            match codec::decode(rest, version, max) {
-                Ok(Decoded::Incomplete { .. }) => return used,
-                Ok(Decoded::Packet { packet, len }) => {
+            let len = match codec::frame(rest, max) {
+                Ok(codec::Frame::Incomplete { .. }) => return used,
+                Ok(codec::Frame::Complete { len, .. }) => len,
+                Err(error) => {
+                    self.decode_failed(conn, error, rest, now);
+                    return bytes.len();
+                }
+            };
+            let whole = rest.get(..len).unwrap_or_default();
+            // PUBLISH, the packet that matters for speed, skips the `Packet` enum.
+            let decoded = if connected && codec::is_publish(whole) {
+                codec::decode_publish(whole, version).map(Incoming::Publish)
+            } else {
+                codec::decode_packet(whole, version).map(Incoming::Other)
+            };
+            match decoded {
+                Ok(packet) => {
                     used += len;
                     if let Some(connection) = self.connection_mut(conn) {
                         connection.last_received = now;
                     }
                     self.replay.reset();
                     self.input = Some(conn);
-                    self.handle_packet(conn, packet, now);
+                    match packet {
+                        Incoming::Publish(publish) => self.handle_publish(conn, publish, now),
+                        Incoming::Other(packet) => self.handle_packet(conn, packet, now),
+                    }
                     self.input = None;
                     self.stash_if_pending(conn, &rest[..len]);
                     if self.is_paused(conn) {
