@@ -77,12 +77,6 @@ fn message_of(publish: &Publish<'_>, topic: Box<str>, v5: bool, now: Instant) ->
     })
 }
 
-/// A packet decoded by [`Broker::handle_input`]: PUBLISH from a connected client on its own.
-enum Incoming<'a> {
-    Publish(Publish<'a>),
-    Other(Packet<'a>),
-}
-
 /// A copy of a message for a session owned by another worker.
 #[derive(Debug, Clone)]
 pub struct RemoteDelivery {
@@ -1418,24 +1412,22 @@ impl Broker {
                 }
             };
             let whole = rest.get(..len).unwrap_or_default();
-            // PUBLISH, the packet that matters for speed, skips the `Packet` enum.
-            let decoded = if connected && codec::is_publish(whole) {
-                codec::decode_publish(whole, version).map(Incoming::Publish)
+            // PUBLISH, the packet that matters for speed, skips the `Packet` enum (and is handled
+            // where it was decoded, not moved out first).
+            let handled = if connected && codec::is_publish(whole) {
+                codec::decode_publish(whole, version).map(|publish| {
+                    self.begin_packet(conn, now);
+                    self.handle_publish(conn, publish, now);
+                })
             } else {
-                codec::decode_packet(whole, version).map(Incoming::Other)
+                codec::decode_packet(whole, version).map(|packet| {
+                    self.begin_packet(conn, now);
+                    self.handle_packet(conn, packet, now);
+                })
             };
-            match decoded {
-                Ok(packet) => {
+            match handled {
+                Ok(()) => {
                     used += len;
-                    if let Some(connection) = self.connection_mut(conn) {
-                        connection.last_received = now;
-                    }
-                    self.replay.reset();
-                    self.input = Some(conn);
-                    match packet {
-                        Incoming::Publish(publish) => self.handle_publish(conn, publish, now),
-                        Incoming::Other(packet) => self.handle_packet(conn, packet, now),
-                    }
                     self.input = None;
                     self.stash_if_pending(conn, &rest[..len]);
                     if self.is_paused(conn) {
@@ -1449,6 +1441,16 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Before a decoded packet of `conn` is handled.
+    #[inline]
+    fn begin_packet(&mut self, conn: ConnId, now: Instant) {
+        if let Some(connection) = self.connection_mut(conn) {
+            connection.last_received = now;
+        }
+        self.replay.reset();
+        self.input = Some(conn);
     }
 
     /// After a packet was handled: if an access check answered Pending, keep the packet (and
@@ -2405,7 +2407,8 @@ impl Broker {
                 return;
             }
         };
-        if crate::topic::check_name(&topic, &self.config.limits).is_err() {
+        // The codec validated the name (and the one an alias stands for, when it was set).
+        if crate::topic::check_name_bounds(&topic, &self.config.limits).is_err() {
             self.reject_publish(
                 conn,
                 publish.qos_pid,

@@ -51,7 +51,7 @@ pub use trie::{
 pub(crate) use validate::has_null_or_wildcard;
 pub use validate::{
     Filter, PROTOCOL_MAX_TOPIC_LENGTH, SHARE_PREFIX, TopicError, check_filter, check_name,
-    filter_matches, is_shared, parse_filter, validate_filter, validate_name,
+    check_name_bounds, filter_matches, is_shared, parse_filter, validate_filter, validate_name,
 };
 
 /// The levels of a topic name or filter, as `topic.split('/')` yields them (an empty topic is

@@ -107,6 +107,13 @@ pub fn check_name(name: &str, limits: &Limits) -> Result<(), TopicError> {
     check_bounds(name, name, limits)
 }
 
+/// Checks a topic name that the codec has validated already (a decoded PUBLISH's, or the one
+/// its topic alias stands for) against the configured length and level bounds only.
+pub fn check_name_bounds(name: &str, limits: &Limits) -> Result<(), TopicError> {
+    debug_assert_eq!(validate_name(name), Ok(()));
+    check_bounds(name, name, limits)
+}
+
 /// Checks a topic filter like [`validate_filter`] and against the configured length and level
 /// bounds (levels count in the filter proper, after any `$share/{group}/`), and splits it.
 pub fn check_filter<'a>(filter: &'a str, limits: &Limits) -> Result<Filter<'a>, TopicError> {
