@@ -455,7 +455,8 @@ pub struct Broker {
     by_client_id: ProbeTable,
     subscriptions: SubscriptionIndex,
     retained: RetainedIndex<SharedMessage>,
-    matches: Matches,
+    /// The matching buffer (and its cache of walks), reused by every message.
+    matches: Option<Box<Matches>>,
     timers: BinaryHeap<Reverse<Timer>>,
     events: VecDeque<Event>,
     writable: VecDeque<ConnId>,
@@ -544,7 +545,7 @@ impl Broker {
         Broker {
             subscriptions: SubscriptionIndex::new(&config.limits, config.shared_strategy, seed),
             retained: RetainedIndex::new(&config.limits, seed ^ 0x5bd1_e995),
-            matches: Matches::new(seed | 1),
+            matches: Some(Box::new(Matches::new(seed | 1))),
             config,
             connections: Vec::new(),
             connection_generations: Vec::new(),
@@ -2533,7 +2534,11 @@ impl Broker {
     /// Sends or queues a copy of `message` for every matching subscription (the last copy takes
     /// `message` itself: one reference count less to move per delivery).
     fn route(&mut self, publisher: Option<u32>, message: SharedMessage, now: Instant) -> usize {
-        let mut matches = core::mem::take(&mut self.matches);
+        // Taken out of the engine while its deliveries are made (boxed: moving it is a pointer).
+        let mut matches = self
+            .matches
+            .take()
+            .unwrap_or_else(|| Box::new(Matches::new(self.seed | 1)));
         let client_id = publisher
             .and_then(|index| self.session(index))
             .map_or("", |s| &*s.client_id);
@@ -2598,7 +2603,7 @@ impl Broker {
             }
         }
         let count = matches.len();
-        self.matches = matches;
+        self.matches = Some(matches);
         count
     }
 
