@@ -42,8 +42,6 @@ const READS_PER_TURN: usize = 4;
 const PENDING_STEP: usize = 4096;
 /// A connection's partial-packet buffer grown past this is released once empty.
 const KEEP_BUFFER: usize = 16 * 1024;
-/// An output buffer larger than this is released after it was written.
-const KEEP_OUTPUT_BUFFER: usize = 4 * 1024;
 /// How long shutdown waits for connections to flush their last packets.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Sockets accepted beyond `max_connections` (to answer CONNACK 0x97) before new ones are
@@ -1341,7 +1339,6 @@ impl Shared {
             stream,
             conn,
             pending: initial,
-            output: Vec::new(),
             layers,
             _slot: slot,
             closing_sent: false,
@@ -1654,8 +1651,6 @@ struct Pump {
     conn: ConnId,
     /// The start of a packet not complete yet, and packets left over while input is paused.
     pending: Vec<u8>,
-    /// The engine's output not yet written.
-    output: Vec<u8>,
     layers: Option<Box<Layers>>,
     /// Its place on its listener, given back when the connection ends.
     _slot: Slot,
@@ -1668,56 +1663,72 @@ impl Pump {
     fn poll(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let conn = self.conn;
         loop {
-            if !self.output.is_empty() {
-                match self.stream.poll_write_now(cx, &self.output) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(count)) if count < self.output.len() => {
-                        // The socket took part of it (its buffer is full): keep the rest. Rare
-                        // enough that moving the rest costs less than an offset in every
-                        // connection's task.
-                        self.output.drain(..count);
-                        continue;
-                    }
-                    Poll::Ready(Ok(_)) => {
-                        self.output.clear();
-                        // The buffer goes back to the engine for the next packets: keep a small
-                        // one only, so that thousands of connections that once sent a large
-                        // packet do not hold it.
-                        if self.output.capacity() > KEEP_OUTPUT_BUFFER {
-                            self.output = Vec::new();
+            // What is ready goes out in one write: through TLS or WebSocket the layers' bytes,
+            // otherwise the engine's output straight from its buffer (no copy, and no second
+            // buffer per connection).
+            let written = match self.layers.as_deref() {
+                Some(layers) => {
+                    let wire = layers.wire();
+                    (!wire.is_empty()).then(|| self.stream.poll_write_now(cx, wire))
+                }
+                None => {
+                    let broker = shared.broker.borrow();
+                    let output = broker.output(conn);
+                    (!output.is_empty()).then(|| self.stream.poll_write_now(cx, output))
+                }
+            };
+            match written {
+                None => {}
+                Some(Poll::Ready(Ok(0))) => {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Some(Poll::Ready(Ok(count))) => {
+                    // The engine moves messages that waited for room into what this frees. After
+                    // a partial write, the next attempt finds the socket full.
+                    match self.layers.as_deref_mut() {
+                        Some(layers) => layers.wire_written(count),
+                        None => {
+                            shared
+                                .broker
+                                .borrow_mut()
+                                .consume_output(conn, count, shared.now())
                         }
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        // A client that stops reading must not keep a closing connection alive.
-                        while self.stream.poll_woken(cx).is_ready() {
-                            if shared.broker.borrow().is_closing(conn) {
-                                return Poll::Ready(Ok(()));
-                            }
+                    continue;
+                }
+                Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(e)),
+                Some(Poll::Pending) => {
+                    // What the writes so far made the engine do (messages moved into the room
+                    // they freed, a publisher let go) goes to the other connections now.
+                    shared.dispatch();
+                    // A client that stops reading must not keep a closing connection alive.
+                    while self.stream.poll_woken(cx).is_ready() {
+                        if shared.broker.borrow().is_closing(conn) {
+                            return Poll::Ready(Ok(()));
                         }
-                        return Poll::Pending;
                     }
+                    return Poll::Pending;
                 }
             }
-            // Everything the engine queued for this connection goes out in one write.
-            shared
-                .broker
-                .borrow_mut()
-                .swap_output(conn, &mut self.output, shared.now());
             shared.dispatch();
-            if let Some(layers) = self.layers.as_mut() {
+            if let Some(layers) = self.layers.as_deref_mut() {
                 // Through TLS and WebSocket: the engine's bytes in one frame, then the records.
-                if !self.output.is_empty() {
-                    layers.send(&self.output);
-                    self.output.clear();
+                let mut broker = shared.broker.borrow_mut();
+                let output = broker.output(conn);
+                if !output.is_empty() {
+                    let len = output.len();
+                    layers.send(output);
+                    broker.consume_output(conn, len, shared.now());
                 }
-                if !self.closing_sent && shared.broker.borrow().is_closing(conn) {
+                if !self.closing_sent && broker.is_closing(conn) {
                     self.closing_sent = true;
                     layers.close(shared.stopping.get());
                 }
-                layers.take_output(&mut self.output);
-            }
-            if !self.output.is_empty() {
+                drop(broker);
+                if layers.gather_wire() {
+                    continue;
+                }
+            } else if !shared.broker.borrow().output(conn).is_empty() {
                 continue;
             }
             if shared.broker.borrow().is_closing(conn)
@@ -1775,9 +1786,9 @@ mod tests {
     /// is a growth of the memory per connection, so it is a deliberate change of this bound.
     #[test]
     fn an_idle_connection_task_stays_small() {
-        assert!(std::mem::size_of::<super::Pump>() <= 96);
-        // With async-task's header (40 B) and the run queue's pointer, the task is then 152 B:
-        // within the allocators' 160 B class (musl's mallocng: 156 B; glibc: 152 B + 8).
-        assert!(std::mem::size_of::<super::ConnectionTask>() <= 104);
+        assert!(std::mem::size_of::<super::Pump>() <= 72);
+        // With async-task's header (40 B) and the run queue's pointer, the task is then 128 B:
+        // within the allocators' 140 B class (musl's mallocng: 140 B; glibc: 128 B + 8 in 144).
+        assert!(std::mem::size_of::<super::ConnectionTask>() <= 80);
     }
 }

@@ -159,6 +159,7 @@ impl Wrapping {
             #[cfg(all(feature = "tls", feature = "ws"))]
             between: Vec::new(),
             out: Vec::new(),
+            wire: Vec::new(),
             failed: false,
             announced: false,
             identity_taken: !self.uses_identity(),
@@ -179,6 +180,8 @@ pub(crate) struct Layers {
     between: Vec<u8>,
     /// Bytes for the socket from a WebSocket layer without TLS.
     out: Vec<u8>,
+    /// Bytes gathered for the socket and not written yet ([`Layers::gather_wire`]).
+    wire: Vec<u8>,
     failed: bool,
     /// [`Layers::just_established`] said so.
     announced: bool,
@@ -262,6 +265,27 @@ impl Layers {
             }
             ws.take_output(&mut self.out);
         }
+    }
+
+    /// Gathers what the layers have for the socket into [`Layers::wire`]; true when there is
+    /// something to write.
+    pub(crate) fn gather_wire(&mut self) -> bool {
+        let mut wire = std::mem::take(&mut self.wire);
+        self.take_output(&mut wire);
+        self.wire = wire;
+        !self.wire.is_empty()
+    }
+
+    /// The bytes gathered for the socket, not written yet.
+    pub(crate) fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
+    /// The socket took the first `count` bytes of [`Layers::wire`].
+    pub(crate) fn wire_written(&mut self, count: usize) {
+        let count = count.min(self.wire.len());
+        self.wire.drain(..count);
+        release_if_large(&mut self.wire);
     }
 
     /// Appends the bytes waiting for the socket to `wire`.

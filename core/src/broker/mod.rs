@@ -521,11 +521,19 @@ fn push_by_quarters<T>(vector: &mut Vec<T>, value: T) {
     vector.push(value);
 }
 
+/// The first allocation of a connection's output buffer.
+const FIRST_OUTPUT_BUFFER: usize = 128;
+
 fn push_packet(out: &mut Vec<u8>, packet: &Packet<'_>, version: ProtocolVersion) -> bool {
     let Ok(len) = packet.encoded_len(version) else {
         return false;
     };
     let start = out.len();
+    if out.capacity() == 0 {
+        // Written buffers are released (idle connections hold none): a new one starts with
+        // room for a few small packets, not growing by doubling from 8 bytes.
+        out.reserve(len.max(FIRST_OUTPUT_BUFFER));
+    }
     out.resize(start + len, 0);
     match packet.encode(version, &mut out[start..]) {
         Ok(_) => true,
@@ -871,8 +879,9 @@ impl Broker {
                 hold.0 -= written;
             }
         }
-        if connection.out.is_empty() && connection.out.capacity() > 4096 {
-            // Buffers grow to the packet in hand and shrink back when idle.
+        if connection.out.is_empty() {
+            // Written out: the buffer goes, so that an idle connection holds none (a turn that
+            // writes costs a system call; one allocation more is small beside it).
             connection.out = Vec::new();
         }
         if let Some(index) = connection.session {
