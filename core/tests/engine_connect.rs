@@ -774,3 +774,24 @@ fn shutdown_sends_0x8b_to_every_v5_client_and_closes_all() {
     assert_eq!(sim.broker.retained_count(), 0);
     assert_eq!(sim.broker.queued_messages("c"), Some(0));
 }
+
+#[test]
+fn a_connection_whose_output_is_written_holds_no_output_buffer() {
+    let mut sim = Sim::default_v();
+    let now = sim.now;
+    let conn = sim.broker.open(0, now);
+    let connect = ConnectSpec::v311("idle").keep_alive(60).encode();
+    sim.broker.handle_input(conn, &connect, now);
+    for round in 0..2 {
+        let queued = sim.broker.output(conn).len();
+        assert!(queued > 0, "round {round}: CONNACK or PINGRESP queued");
+        assert!(sim.broker.output_capacity(conn) >= queued);
+        // Written in two parts: the buffer stays while bytes are left, goes once all are out.
+        sim.broker.consume_output(conn, 1, now);
+        assert_eq!(sim.broker.output(conn).len(), queued - 1);
+        sim.broker.consume_output(conn, queued - 1, now);
+        assert!(sim.broker.output(conn).is_empty());
+        assert_eq!(sim.broker.output_capacity(conn), 0, "round {round}");
+        sim.broker.handle_input(conn, &[0xC0, 0x00], now);
+    }
+}

@@ -860,6 +860,12 @@ impl Broker {
         })
     }
 
+    /// Bytes allocated for `conn`'s output buffer: what the buffer costs the connection (none
+    /// once its output has been consumed).
+    pub fn output_capacity(&self, conn: ConnId) -> usize {
+        self.connection(conn).map_or(0, |c| c.out.capacity())
+    }
+
     /// Marks the first `written` bytes of [`Broker::output`] as sent.
     ///
     /// Messages that waited for a congested connection move into the room this makes.
