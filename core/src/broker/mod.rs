@@ -528,6 +528,14 @@ const FIRST_OUTPUT_BUFFER: usize = 128;
 /// or many properties, takes the general path).
 const PUBLISH_HEADER_ON_STACK: usize = 160;
 
+/// Written buffers are released (idle connections hold none): a new one starts with room for a
+/// few small packets, not growing by doubling from 8 bytes.
+fn reserve_first_output(out: &mut Vec<u8>, len: usize) {
+    if out.capacity() == 0 {
+        out.reserve(len.max(FIRST_OUTPUT_BUFFER));
+    }
+}
+
 fn push_packet(out: &mut Vec<u8>, packet: &Packet<'_>, version: ProtocolVersion) -> bool {
     if let Packet::Publish(publish) = packet {
         // The header encoded on the stack, then the payload appended: the payload is copied
@@ -535,10 +543,7 @@ fn push_packet(out: &mut Vec<u8>, packet: &Packet<'_>, version: ProtocolVersion)
         let mut header = [0u8; PUBLISH_HEADER_ON_STACK];
         match publish.encode_header(version, &mut header) {
             Ok(header_len) => {
-                let len = header_len + publish.payload.len();
-                if out.capacity() == 0 {
-                    out.reserve(len.max(FIRST_OUTPUT_BUFFER));
-                }
+                reserve_first_output(out, header_len + publish.payload.len());
                 out.extend_from_slice(&header[..header_len]);
                 out.extend_from_slice(publish.payload);
                 return true;
@@ -551,11 +556,7 @@ fn push_packet(out: &mut Vec<u8>, packet: &Packet<'_>, version: ProtocolVersion)
         return false;
     };
     let start = out.len();
-    if out.capacity() == 0 {
-        // Written buffers are released (idle connections hold none): a new one starts with
-        // room for a few small packets, not growing by doubling from 8 bytes.
-        out.reserve(len.max(FIRST_OUTPUT_BUFFER));
-    }
+    reserve_first_output(out, len);
     out.resize(start + len, 0);
     match packet.encode(version, &mut out[start..]) {
         Ok(_) => true,

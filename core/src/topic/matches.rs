@@ -67,10 +67,12 @@ pub struct Matches {
     rng: u64,
     /// The walks of recently matched topics, so that a topic published again (telemetry sends
     /// the same few topics over and over) skips hashing its levels and walking the trees.
-    walks: WalkCache,
+    /// Empty until the first match (idle brokers do not pay for it); then
+    /// [`WALK_CACHE_SLOTS`] slots, direct-mapped by the topic's hash.
+    walks: Vec<CachedWalk>,
 }
 
-/// Slots of the [`WalkCache`]: direct-mapped by the topic's hash. 32 holds the topics of a
+/// Slots of the walk cache ([`Matches`]' `walks`). 32 holds the topics of a
 /// few dozen steady publishers; a miss costs a walk plus copying the topic and the list heads.
 const WALK_CACHE_SLOTS: usize = 32;
 
@@ -98,12 +100,6 @@ pub(crate) struct WalkStamp {
     pub(crate) changes: u64,
 }
 
-/// The walk cache: empty until the first match (idle brokers do not pay for it).
-#[derive(Debug, Default)]
-struct WalkCache {
-    slots: Vec<CachedWalk>,
-}
-
 impl Default for Matches {
     fn default() -> Self {
         Matches::new(0x853c_49e6_748f_ea9b)
@@ -120,7 +116,7 @@ impl Matches {
             epoch: 0,
             levels: Vec::new(),
             stack: Vec::new(),
-            walks: WalkCache::default(),
+            walks: Vec::new(),
             rng: if seed == 0 {
                 0x9e37_79b9_7f4a_7c15
             } else {
@@ -181,7 +177,7 @@ impl Matches {
         let slot = if topic.len() > WALK_CACHE_MAX_TOPIC {
             Err(None)
         } else {
-            let slots = &mut self.walks.slots;
+            let slots = &mut self.walks;
             if slots.is_empty() {
                 slots.resize_with(WALK_CACHE_SLOTS, CachedWalk::default);
             }
