@@ -15,9 +15,12 @@ mod toml;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+#[cfg(feature = "daemon")]
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, ExitCode, Stdio};
+use std::process::ExitCode;
+#[cfg(feature = "daemon")]
+use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
@@ -43,6 +46,8 @@ struct Cli {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
+// Parsed once at startup; boxing the start options would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Start(StartArgs),
     Stop(StopArgs),
@@ -78,8 +83,7 @@ struct PasswdArgs {
 
 /// Load-test an MQTT broker (this one or any other) and report throughput, loss, latency and,
 /// given its pid, the broker's CPU and memory.
-// Without `client` the commands stay, to say so clearly; their options go unread.
-#[cfg_attr(not(feature = "client"), allow(dead_code))]
+#[cfg(feature = "client")]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 struct BenchArgs {
@@ -222,8 +226,7 @@ struct CheckConfigArgs {
 }
 
 /// Publish messages (like mosquitto_pub).
-// Without `client` the commands stay, to say so clearly; their options go unread.
-#[cfg_attr(not(feature = "client"), allow(dead_code))]
+#[cfg(feature = "client")]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "pub")]
 struct PubArgs {
@@ -275,8 +278,7 @@ struct PubArgs {
 }
 
 /// Subscribe and print messages (like mosquitto_sub).
-// Without `client` the commands stay, to say so clearly; their options go unread.
-#[cfg_attr(not(feature = "client"), allow(dead_code))]
+#[cfg(feature = "client")]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "sub")]
 struct SubArgs {
@@ -327,7 +329,41 @@ struct SubArgs {
     cafile: Option<PathBuf>,
 }
 
+/// Without `client` the `pub`, `sub` and `bench` commands stay in the help, to say clearly that
+/// they are not built; `main` answers them before parsing (their options would cost about 4 KB
+/// of parser).
+#[cfg(not(feature = "client"))]
+macro_rules! absent_client_command {
+    ($args:ident, $name:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(FromArgs)]
+        #[argh(subcommand, name = $name)]
+        struct $args {}
+    };
+}
+#[cfg(not(feature = "client"))]
+absent_client_command!(
+    BenchArgs,
+    "bench",
+    "Load-test an MQTT broker (not in this build)."
+);
+#[cfg(not(feature = "client"))]
+absent_client_command!(PubArgs, "pub", "Publish messages (not in this build).");
+#[cfg(not(feature = "client"))]
+absent_client_command!(
+    SubArgs,
+    "sub",
+    "Subscribe and print messages (not in this build)."
+);
+
 fn main() -> ExitCode {
+    #[cfg(not(feature = "client"))]
+    if let Some(command) = std::env::args()
+        .nth(1)
+        .filter(|c| matches!(c.as_str(), "pub" | "sub" | "bench"))
+    {
+        return report(no_client_commands(&command));
+    }
     let cli: Cli = argh::from_env();
     if cli.version {
         println!("femtomq {}", env!("CARGO_PKG_VERSION"));
@@ -338,12 +374,26 @@ fn main() -> ExitCode {
         Command::Stop(args) => signal_pid_file(&args.pid_file, Signal::Terminate),
         Command::Reload(args) => signal_pid_file(&args.pid_file, Signal::Reload),
         Command::CheckConfig(args) => check_config(&args.file),
+        #[cfg(feature = "client")]
         Command::Pub(args) => publish(args),
+        #[cfg(feature = "client")]
         Command::Sub(args) => subscribe(args),
+        #[cfg(feature = "client")]
         Command::Bench(args) => run_bench(args),
+        #[cfg(not(feature = "client"))]
+        Command::Pub(_) => no_client_commands("pub"),
+        #[cfg(not(feature = "client"))]
+        Command::Sub(_) => no_client_commands("sub"),
+        #[cfg(not(feature = "client"))]
+        Command::Bench(_) => no_client_commands("bench"),
         #[cfg(feature = "auth")]
         Command::Passwd(args) => access::passwd(&args.file, &args.user, args.create, args.delete),
     };
+    report(result)
+}
+
+/// The exit code of a command, its error printed.
+fn report(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -632,6 +682,7 @@ fn seed() -> u64 {
 
 /// Restarts this program in the background, in its own process group and without a terminal,
 /// and returns once it has written its pid file (or failed).
+#[cfg(feature = "daemon")]
 fn daemonize(args: &StartArgs) -> Result<(), String> {
     let Some(pid_file) = &args.pid_file else {
         return Err("--daemon needs --pid-file".into());
@@ -666,6 +717,17 @@ fn daemonize(args: &StartArgs) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Err("the daemon did not write its pid file within 10 s".into())
+}
+
+/// What `--daemon` says in a build without it: std's process spawning costs about 10 KB, and
+/// procd, systemd or a shell's `&` run the broker in the background as well.
+#[cfg(not(feature = "daemon"))]
+fn daemonize(_: &StartArgs) -> Result<(), String> {
+    Err(
+        "--daemon: this build has no daemon mode (cargo feature `daemon`); run it in the \
+         foreground under procd or systemd, or with a shell's `&`"
+            .into(),
+    )
 }
 
 /// A pid file that is removed when dropped.
@@ -762,21 +824,6 @@ fn no_client_commands(command: &str) -> Result<(), String> {
         "{command}: this build has no client commands (cargo feature `client`); use \
          mosquitto_pub / mosquitto_sub, or a default build"
     ))
-}
-
-#[cfg(not(feature = "client"))]
-fn publish(_: PubArgs) -> Result<(), String> {
-    no_client_commands("pub")
-}
-
-#[cfg(not(feature = "client"))]
-fn subscribe(_: SubArgs) -> Result<(), String> {
-    no_client_commands("sub")
-}
-
-#[cfg(not(feature = "client"))]
-fn run_bench(_: BenchArgs) -> Result<(), String> {
-    no_client_commands("bench")
 }
 
 #[cfg(feature = "client")]

@@ -238,7 +238,7 @@ pub fn size(builds: &[(Board, bool)]) -> Result {
 }
 
 /// The optional features of the `femtomq` package whose cost `cargo xtask feature-cost` measures.
-const OPTIONAL_FEATURES: &[&str] = &["auth", "tls", "ws", "persist", "client"];
+const OPTIONAL_FEATURES: &[&str] = &["auth", "tls", "ws", "persist", "client", "daemon"];
 
 /// `cargo xtask feature-cost --board NAME...`: for each board, the stripped size of the minimal
 /// build, of the minimal build plus each optional feature alone, and of the default build; prints
@@ -307,7 +307,66 @@ pub fn test_command(args: &[String]) -> Result {
         ));
     }
     let built = build(&board, minimal)?;
-    smoke(&board, &built.artifact)
+    smoke(&board, &built.artifact)?;
+    if minimal {
+        check_minimal_refusals(&board, &built.artifact)?;
+    }
+    Ok(())
+}
+
+/// A minimal build refuses what it leaves out with an error naming the cargo feature, instead
+/// of ignoring the request: each command must fail and say so.
+fn check_minimal_refusals(board: &Board, binary: &Path) -> Result {
+    let pid_file = binary.with_file_name("refusal.pid");
+    let pid_file = pid_file.to_string_lossy();
+    let cases: [(&[&str], &str); 6] = [
+        (&["pub", "-t", "t", "-m", "m"], "cargo feature `client`"),
+        (&["sub", "-t", "t"], "cargo feature `client`"),
+        (&["bench", "fanin"], "cargo feature `client`"),
+        (
+            &["start", "--daemon", "--pid-file", &pid_file],
+            "cargo feature `daemon`",
+        ),
+        (
+            &[
+                "start",
+                "--listen",
+                "127.0.0.1:0",
+                "--persist-dir",
+                "/nonexistent",
+            ],
+            "cargo feature `persist`",
+        ),
+        (
+            &["start", "--listen", "mqtts://127.0.0.1:0"],
+            "cargo feature `tls`",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut command = match board.runner.split_first() {
+            Some((program, runner_args)) => {
+                let mut command = Command::new(program);
+                command.args(runner_args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        command.args(args).stdin(Stdio::null());
+        let output = command
+            .output()
+            .map_err(|e| format!("cannot run `{}`: {e}", describe(&command)))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() || !stderr.contains(expected) {
+            return Err(format!(
+                "{}: `{}` should fail naming {expected}; it exited with {} and said {stderr:?}",
+                board.name,
+                describe(&command),
+                output.status
+            ));
+        }
+        eprintln!("refusal: {}: `{}`: ok", board.name, args.join(" "));
+    }
+    Ok(())
 }
 
 /// A child process killed when dropped, so that no failure path leaves one behind.
@@ -706,8 +765,24 @@ const CI_SIZE_BOARDS: &[&str] = &[
     "riscv64-linux",
 ];
 
-/// CI: cross-build each of [`CI_QEMU_BOARDS`] and run the smoke suite on it under qemu-user.
+/// Boards whose minimal build CI smoke-tests and checks for clear refusals of what it leaves
+/// out (the footprint targets are set on these builds).
+const CI_MINIMAL_BOARDS: &[&str] = &["x86_64-musl", "armv7-linux"];
+
+/// CI: cross-build each of [`CI_QEMU_BOARDS`] and run the smoke suite on it under qemu-user; the
+/// minimal builds of [`CI_MINIMAL_BOARDS`] are smoke-tested and checked for refusals too.
 pub fn ci_cross() -> Result {
+    for name in CI_MINIMAL_BOARDS {
+        let board = board(name)?;
+        let started = Instant::now();
+        let built = build(&board, true)?;
+        smoke(&board, &built.artifact)?;
+        check_minimal_refusals(&board, &built.artifact)?;
+        eprintln!(
+            "ci: {name} (minimal): built, smoke-tested and refusals checked in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     for name in CI_QEMU_BOARDS {
         let board = board(name)?;
         let started = Instant::now();
