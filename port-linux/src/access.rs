@@ -114,6 +114,7 @@ pub fn load(settings: &Settings) -> Result<AccessRules, ConfigError> {
         fallback,
         #[cfg(feature = "auth")]
         http: http(settings)?,
+        #[cfg(feature = "auth")]
         throttle: Arc::new(femtomq_posix::auth::Throttle::new(settings.throttle)),
     })
 }

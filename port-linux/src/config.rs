@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use femtomq_core::broker::Config as EngineConfig;
 use femtomq_core::topic::SharedStrategy;
+#[cfg(feature = "auth")]
 use femtomq_posix::auth::ThrottleConfig;
 use femtomq_posix::{ListenerSpec, ProtocolVersions, TlsFiles, Transport};
 
@@ -44,6 +45,7 @@ pub struct Settings {
     /// The HTTP authentication and ACL callout (`[http_auth]`).
     pub http_auth: Option<HttpAuthSettings>,
     /// Failed-login throttling per source address (`[throttle]`).
+    #[cfg(feature = "auth")]
     pub throttle: ThrottleConfig,
     /// The `[persist]` table (flags override it).
     pub persist: PersistSettings,
@@ -65,6 +67,7 @@ impl Default for Settings {
             acl_file: None,
             listener_auth: Vec::new(),
             http_auth: None,
+            #[cfg(feature = "auth")]
             throttle: ThrottleConfig::default(),
             persist: PersistSettings::default(),
             engine: EngineConfig::default(),
@@ -370,7 +373,15 @@ impl Settings {
             ("session", false) => self.apply_session(reader, table),
             ("log", false) => self.apply_log(reader, table),
             ("http_auth", false) => self.apply_http_auth(reader, table),
+            #[cfg(feature = "auth")]
             ("throttle", false) => self.apply_throttle(reader, table),
+            #[cfg(not(feature = "auth"))]
+            ("throttle", false) => Err(reader.error(
+                table.line,
+                "throttle",
+                "this build has no failed-login throttling (cargo feature `auth`; without \
+                 password files no login can fail)",
+            )),
             ("persist", false) => self.apply_persist(reader, table),
             ("listener", false) => Err(reader.error(
                 table.line,
@@ -518,6 +529,7 @@ impl Settings {
         Ok(())
     }
 
+    #[cfg(feature = "auth")]
     fn apply_throttle(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
         let throttle = &mut self.throttle;
         let millis = |entry: &Entry, path: &str| -> Result<std::time::Duration, ConfigError> {
@@ -833,6 +845,7 @@ mod tests {
             [ListenerAuth::default(), ListenerAuth::default()]
         );
         assert_eq!(settings.http_auth, None);
+        #[cfg(feature = "auth")]
         assert_eq!(settings.throttle, ThrottleConfig::default());
         // The [http_auth] keys show their defaults: with a URL set, the rest is the default.
         let with_url = example.replace("auth_url = \"\"", "auth_url = \"http://127.0.0.1/a\"");
@@ -975,6 +988,7 @@ mod tests {
         assert!(settings.listeners[2].tls.is_some());
     }
 
+    #[cfg(feature = "auth")]
     #[test]
     fn throttle_keys() {
         let settings = parse(

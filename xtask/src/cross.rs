@@ -319,7 +319,11 @@ pub fn test_command(args: &[String]) -> Result {
 fn check_minimal_refusals(board: &Board, binary: &Path) -> Result {
     let pid_file = binary.with_file_name("refusal.pid");
     let pid_file = pid_file.to_string_lossy();
-    let cases: [(&[&str], &str); 6] = [
+    let throttle_config = binary.with_file_name("refusal-throttle.toml");
+    std::fs::write(&throttle_config, "[throttle]\nmax_failures = 3\n")
+        .map_err(|e| format!("cannot write {}: {e}", throttle_config.display()))?;
+    let throttle_config = throttle_config.to_string_lossy();
+    let cases: [(&[&str], &str); 7] = [
         (&["pub", "-t", "t", "-m", "m"], "cargo feature `client`"),
         (&["sub", "-t", "t"], "cargo feature `client`"),
         (&["bench", "fanin"], "cargo feature `client`"),
@@ -341,6 +345,7 @@ fn check_minimal_refusals(board: &Board, binary: &Path) -> Result {
             &["start", "--listen", "mqtts://127.0.0.1:0"],
             "cargo feature `tls`",
         ),
+        (&["check-config", &throttle_config], "cargo feature `auth`"),
     ];
     for (args, expected) in cases {
         let mut command = match board.runner.split_first() {

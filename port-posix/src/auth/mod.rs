@@ -28,7 +28,8 @@
 //! verifiers of the listener's password file; any other method gets CONNACK 0x8C. A CONNECT
 //! that also has a User Name must name the same user, and a re-authentication must be the
 //! connected user's. Every refused authentication counts against the client's address
-//! ([`throttle`]): after too many, its CONNECTs get 0x9F Connection rate exceeded for a while.
+//! (`throttle`, with the `auth` feature): after too many, its CONNECTs get 0x9F Connection rate
+//! exceeded for a while.
 
 #![cfg_attr(not(feature = "auth"), allow(dead_code))]
 
@@ -59,6 +60,8 @@ pub mod http;
 pub mod passwd;
 #[cfg(feature = "auth")]
 pub mod scram;
+// Without password files (`auth`) no login can fail: there is nothing to throttle.
+#[cfg(feature = "auth")]
 pub mod throttle;
 
 pub use acl::AclFile;
@@ -66,6 +69,7 @@ pub use acl::AclFile;
 pub use http::{HttpAuthConfig, HttpMethod, HttpUrl};
 #[cfg(feature = "auth")]
 pub use passwd::{PasswordFile, PasswordHash};
+#[cfg(feature = "auth")]
 pub use throttle::{Throttle, ThrottleConfig};
 
 /// A password or ACL file that cannot be used: which file, which line, what is wrong.
@@ -204,6 +208,7 @@ pub struct AccessRules {
     pub http: Option<Arc<HttpAuthConfig>>,
     /// Failed-login throttling, shared by every worker. On reload the table in force is kept
     /// and takes the new one's settings.
+    #[cfg(feature = "auth")]
     pub throttle: Arc<Throttle>,
 }
 
@@ -322,6 +327,7 @@ impl AccessHub {
     }
 
     /// Whether `conn`'s address is refused for now (logged).
+    #[cfg(feature = "auth")]
     fn throttled(&self, info: &ConnectInfo<'_>) -> bool {
         let Some(ip) = self.peer(info.conn) else {
             return false;
@@ -339,8 +345,19 @@ impl AccessHub {
         remaining.is_some()
     }
 
+    /// Without `auth` no address is throttled.
+    #[cfg(not(feature = "auth"))]
+    fn throttled(&self, _: &ConnectInfo<'_>) -> bool {
+        false
+    }
+
+    /// Without `auth` failed logins are not counted.
+    #[cfg(not(feature = "auth"))]
+    fn record(&self, _: Option<IpAddr>, _: Option<&str>, _: &AuthDecision) {}
+
     /// Counts a decision about `user` from `conn`'s address: a refusal as a failure, a success
     /// as clearing the address's failures.
+    #[cfg(feature = "auth")]
     fn record(&self, peer: Option<IpAddr>, user: Option<&str>, decision: &AuthDecision) {
         let Some(ip) = peer else {
             return;
@@ -376,12 +393,16 @@ impl AccessHub {
 
     /// Replaces the rules (reload); cached HTTP answers are forgotten, the throttle table is
     /// kept with the new settings.
+    #[cfg_attr(not(feature = "auth"), allow(unused_mut))]
     pub(crate) fn replace(&self, mut rules: AccessRules) {
-        let throttle = self.rules.borrow().throttle.clone();
-        if !Arc::ptr_eq(&throttle, &rules.throttle) {
-            let config = rules.throttle.table().config();
-            throttle.table().set_config(config);
-            rules.throttle = throttle;
+        #[cfg(feature = "auth")]
+        {
+            let throttle = self.rules.borrow().throttle.clone();
+            if !Arc::ptr_eq(&throttle, &rules.throttle) {
+                let config = rules.throttle.table().config();
+                throttle.table().set_config(config);
+                rules.throttle = throttle;
+            }
         }
         *self.rules.borrow_mut() = rules;
         #[cfg(feature = "auth")]
