@@ -2,6 +2,7 @@
 //! of every listener (each file once), resolves the HTTP callout's URLs, and fails with the file
 //! and line named when anything cannot be used. Also `femtomq passwd`.
 
+#[cfg(feature = "auth")]
 use std::collections::HashMap;
 #[cfg(feature = "auth")]
 use std::path::Path;
@@ -22,10 +23,11 @@ fn file_error(error: AuthFileError) -> ConfigError {
     }
 }
 
-/// Files read so far, so that a file named by several listeners is read once.
+/// Files read so far, so that a file named by several listeners is read once (a few files: a
+/// list, not a HashMap, which would cost the minimal build a hash table and SipHash).
 #[derive(Default)]
 struct Loaded {
-    acl: HashMap<PathBuf, Arc<AclFile>>,
+    acl: Vec<(PathBuf, Arc<AclFile>)>,
     #[cfg(feature = "auth")]
     passwords: HashMap<PathBuf, Arc<femtomq_posix::auth::PasswordFile>>,
 }
@@ -47,11 +49,11 @@ impl Loaded {
             .or(settings.allow_anonymous)
             .unwrap_or(password_file.is_none());
         let acl = match acl_file {
-            Some(path) => Some(match self.acl.get(path) {
-                Some(acl) => acl.clone(),
+            Some(path) => Some(match self.acl.iter().find(|(loaded, _)| loaded == path) {
+                Some((_, acl)) => acl.clone(),
                 None => {
                     let acl = Arc::new(AclFile::load(path).map_err(file_error)?);
-                    self.acl.insert(path.clone(), acl.clone());
+                    self.acl.push((path.clone(), acl.clone()));
                     acl
                 }
             }),

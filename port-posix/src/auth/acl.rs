@@ -37,7 +37,6 @@
 //!   `deny` rule that covers only part of `F` leaves the subscription allowed and filters the
 //!   deliveries instead.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use femtomq_core::broker::Access;
@@ -79,7 +78,9 @@ struct Rule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AclFile {
     anonymous: Vec<Rule>,
-    users: HashMap<String, Vec<Rule>>,
+    /// Rules by user, sorted by user name (one entry each) for binary search. Not a HashMap:
+    /// the minimal build then carries no hash table or SipHash code (a few KB).
+    users: Vec<(String, Vec<Rule>)>,
     patterns: Vec<Rule>,
 }
 
@@ -109,7 +110,7 @@ impl AclFile {
                     if rest.is_empty() {
                         return Err(error("`user` needs a user name".into()));
                     }
-                    acl.users.entry(rest.to_string()).or_default();
+                    acl.user_rules(rest);
                     user = Some(rest.to_string());
                 }
                 "topic" | "pattern" => {
@@ -139,7 +140,7 @@ impl AclFile {
                     };
                     match (keyword, &user) {
                         ("pattern", _) => acl.patterns.push(rule),
-                        (_, Some(user)) => acl.users.entry(user.clone()).or_default().push(rule),
+                        (_, Some(user)) => acl.user_rules(user).push(rule),
                         (_, None) => acl.anonymous.push(rule),
                     }
                 }
@@ -153,6 +154,21 @@ impl AclFile {
         Ok(acl)
     }
 
+    /// The rules of `user`, an empty list added in name order if it has none yet.
+    fn user_rules(&mut self, user: &str) -> &mut Vec<Rule> {
+        let index = match self
+            .users
+            .binary_search_by(|(name, _)| name.as_str().cmp(user))
+        {
+            Ok(index) => index,
+            Err(index) => {
+                self.users.insert(index, (user.to_string(), Vec::new()));
+                index
+            }
+        };
+        &mut self.users[index].1
+    }
+
     /// Whether the client may perform `access` on `topic` (a topic name, or a filter for
     /// [`Access::Subscribe`]); see the module documentation for the rules.
     pub fn allows(
@@ -163,7 +179,10 @@ impl AclFile {
         topic: &str,
     ) -> bool {
         let section = match username {
-            Some(user) => self.users.get(user).map_or(&[][..], Vec::as_slice),
+            Some(user) => self
+                .users
+                .binary_search_by(|(name, _)| name.as_str().cmp(user))
+                .map_or(&[][..], |index| self.users[index].1.as_slice()),
             None => &self.anonymous[..],
         };
         let subscription = match access {
@@ -422,6 +441,38 @@ pattern deny users/%u/inbox/blocked
         assert!(!acl.allows("+", None, Access::Publish, "x/y"));
         assert!(acl.allows("abc", None, Access::Publish, "x/y"));
         assert!(!acl.allows("abc", None, Access::Publish, "abc/y"));
+    }
+
+    #[test]
+    fn each_user_gets_the_rules_of_all_its_sections_whatever_the_order_of_users() {
+        let mut text = String::new();
+        // Users in descending name order, and `u05` twice: the table is kept sorted on insert.
+        for user in (0..10).rev() {
+            text.push_str(&format!(
+                "user u{user:02}
+topic write own/{user}
+"
+            ));
+        }
+        text.push_str(
+            "user u05
+topic read extra/#
+",
+        );
+        let acl = acl(&text);
+        for user in 0..10 {
+            let name = format!("u{user:02}");
+            assert!(acl.allows("c", Some(&name), Access::Publish, &format!("own/{user}")));
+            let other = (user + 1) % 10;
+            assert!(!acl.allows("c", Some(&name), Access::Publish, &format!("own/{other}")));
+            assert_eq!(
+                acl.allows("c", Some(&name), Access::Receive, "extra/x"),
+                user == 5,
+                "{name}"
+            );
+        }
+        assert!(!acl.allows("c", Some("u10"), Access::Publish, "own/10"));
+        assert!(!acl.allows("c", None, Access::Publish, "own/1"));
     }
 
     #[test]
