@@ -271,7 +271,10 @@ impl StartupGate {
             .all_arrived
             .wait_timeout_while(arrived, STARTUP_GATE_WAIT, |n| *n < self.workers);
         if waited.is_ok_and(|(_, timeout)| timeout.timed_out()) {
-            warn!("startup: not every worker started within {STARTUP_GATE_WAIT:?}; serving anyway");
+            warn!(
+                "startup: not every worker started within {} s; serving anyway",
+                STARTUP_GATE_WAIT.as_secs()
+            );
         }
     }
 }
