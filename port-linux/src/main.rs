@@ -471,6 +471,16 @@ fn settings(args: &StartArgs) -> Result<Settings, ConfigError> {
 /// Refuses settings that name features not built yet, rather than ignoring them.
 fn check_implemented(settings: &Settings) -> Result<(), ConfigError> {
     access::check_features(settings)?;
+    #[cfg(not(feature = "workers"))]
+    if settings.workers != 1 {
+        return Err(ConfigError::flag(
+            "workers",
+            format!(
+                "{}: this build runs one worker (cargo feature `workers`)",
+                settings.workers
+            ),
+        ));
+    }
     listeners::check(settings)?;
     if settings.engine.limits.max_packet_size < 64 {
         return Err(ConfigError::flag(
@@ -663,6 +673,7 @@ fn raise_open_file_limit(max_connections: u32) {
 }
 
 /// Worker threads for a `workers` setting: 0 means one per CPU the process may use.
+#[cfg(feature = "workers")]
 fn worker_count(workers: usize) -> u16 {
     let workers = if workers == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)
@@ -670,6 +681,12 @@ fn worker_count(workers: usize) -> u16 {
         workers
     };
     workers.clamp(1, 1024) as u16
+}
+
+/// Without the `workers` feature there is one worker (`check_implemented` refuses others).
+#[cfg(not(feature = "workers"))]
+fn worker_count(_: usize) -> u16 {
+    1
 }
 
 /// A seed that differs between runs (client id assignment, random shared-subscription choice).

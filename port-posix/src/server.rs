@@ -417,7 +417,7 @@ impl Shared {
         if broker.poll_timeout() != self.armed.get() {
             self.timer.notify();
         }
-        if self.mailboxes.len() > 1 {
+        if MULTI_WORKER && self.mailboxes.len() > 1 {
             self.post_batches(&mut broker);
         }
     }
@@ -540,6 +540,15 @@ fn log_event(broker: &Broker, access: &AccessHub, event: &Event) {
 /// worker accepts on every listener; a connection whose CONNECT names a client owned by another
 /// worker (`client_owner`) is handed to it with the bytes read so far.
 pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
+    if !MULTI_WORKER && config.engine.workers > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "workers = {}: this build runs one worker (cargo feature `workers`)",
+                config.engine.workers
+            ),
+        ));
+    }
     let mut bound = Vec::new();
     for (spec, required) in config
         .listeners
@@ -626,7 +635,7 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
     let own_wake = wake_readers
         .next()
         .ok_or_else(|| io::Error::other("no worker"))?;
-    for (offset, wake) in wake_readers.enumerate() {
+    for (offset, wake) in wake_readers.enumerate().filter(|_| MULTI_WORKER) {
         let index = offset + 1;
         let setup = WorkerSetup {
             index,
@@ -678,6 +687,11 @@ pub fn run(config: ServerConfig, control: Control) -> io::Result<()> {
     info!("{}", stats_line("stopped after", start.elapsed(), &total));
     Ok(())
 }
+
+/// Whether this build can run several workers (cargo feature `workers`). Without it every
+/// path that hands connections, copies or mail to another worker is dead code the compiler
+/// drops, with the threads and mailboxes it needs (about 16 KB of a device build).
+const MULTI_WORKER: bool = cfg!(feature = "workers");
 
 /// What a worker thread starts from.
 struct WorkerSetup {
@@ -748,7 +762,7 @@ fn worker_main(
         }
         _ => None,
     };
-    if workers > 1 {
+    if MULTI_WORKER && workers > 1 {
         let mut replication = Vec::new();
         broker.take_replication(&mut replication);
         if !replication.is_empty() {
@@ -818,12 +832,15 @@ fn worker_main(
     executor.spawn(access_loop(shared.clone(), executor.clone()));
     let stop = Rc::new(Notify::default());
     let wake = Async::new(wake)?;
-    executor.spawn(mailbox_loop(
-        shared.clone(),
-        executor.clone(),
-        wake,
-        stop.clone(),
-    ));
+    // Mail only ever comes from other workers.
+    if MULTI_WORKER && workers > 1 {
+        executor.spawn(mailbox_loop(
+            shared.clone(),
+            executor.clone(),
+            wake,
+            stop.clone(),
+        ));
+    }
     let shutdown = match control {
         Some((control, addresses)) => {
             let Control {
@@ -849,7 +866,7 @@ fn worker_main(
                 let _ = (&*signal).read(&mut byte).await;
                 info!("shutting down");
                 for (other, mailbox) in shared.mailboxes.iter().enumerate() {
-                    if other != shared.worker {
+                    if MULTI_WORKER && other != shared.worker {
                         mailbox.post(Mail::Shutdown);
                     }
                 }
@@ -1114,7 +1131,7 @@ async fn reload_loop(
         match on_reload() {
             ReloadOutcome::Apply(config, access) => {
                 for (other, mailbox) in shared.mailboxes.iter().enumerate() {
-                    if other != shared.worker {
+                    if MULTI_WORKER && other != shared.worker {
                         mailbox.post(Mail::Reload(config, access.clone()));
                     }
                 }
@@ -1143,7 +1160,7 @@ async fn report_loop(shared: Rc<Shared>, report: Async<UnixStream>) {
             uptime: shared.start.elapsed(),
         });
         for (other, mailbox) in shared.mailboxes.iter().enumerate() {
-            if other != shared.worker {
+            if MULTI_WORKER && other != shared.worker {
                 mailbox.post(Mail::Report(tally.clone()));
             }
         }
@@ -1208,7 +1225,7 @@ impl Future for ConnectionTask {
         loop {
             match std::mem::replace(&mut task.stage, Stage::Done) {
                 Stage::Start(start) => {
-                    task.stage = if task.shared.mailboxes.len() > 1 {
+                    task.stage = if MULTI_WORKER && task.shared.mailboxes.len() > 1 {
                         // With several workers, the session's owner serves the connection.
                         Stage::Routing(Box::pin(route_connection(task.shared.clone(), start)))
                     } else {

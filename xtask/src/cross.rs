@@ -323,7 +323,7 @@ fn check_minimal_refusals(board: &Board, binary: &Path) -> Result {
     std::fs::write(&throttle_config, "[throttle]\nmax_failures = 3\n")
         .map_err(|e| format!("cannot write {}: {e}", throttle_config.display()))?;
     let throttle_config = throttle_config.to_string_lossy();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["pub", "-t", "t", "-m", "m"], "cargo feature `client`"),
         (&["sub", "-t", "t"], "cargo feature `client`"),
         (&["bench", "fanin"], "cargo feature `client`"),
@@ -346,6 +346,10 @@ fn check_minimal_refusals(board: &Board, binary: &Path) -> Result {
             "cargo feature `tls`",
         ),
         (&["check-config", &throttle_config], "cargo feature `auth`"),
+        (
+            &["start", "--listen", "127.0.0.1:0", "--workers", "2"],
+            "cargo feature `workers`",
+        ),
     ];
     for (args, expected) in cases {
         let mut command = match board.runner.split_first() {

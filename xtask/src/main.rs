@@ -30,6 +30,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libc6-dev-mipsel-cross",
     "libc6-dev-riscv64-cross",
     "qemu-user",
+    // LLVM's linker for the device builds (boards/*.toml pass `-fuse-ld=lld` with
+    // `-B/usr/lib/llvm-14/bin`): it drops what GNU ld keeps (compiler-builtins' soft-float
+    // routines on armv7) and packs the segments without RELRO padding.
+    "lld-14",
     // Independent MQTT clients and a reference broker for end-to-end tests and benchmarks.
     "mosquitto",
     "mosquitto-clients",
