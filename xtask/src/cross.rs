@@ -238,7 +238,9 @@ pub fn size(builds: &[(Board, bool)]) -> Result {
 }
 
 /// The optional features of the `femtomq` package whose cost `cargo xtask feature-cost` measures.
-const OPTIONAL_FEATURES: &[&str] = &["auth", "tls", "ws", "persist", "client", "daemon", "workers"];
+const OPTIONAL_FEATURES: &[&str] = &[
+    "auth", "tls", "ws", "persist", "client", "daemon", "workers",
+];
 
 /// `cargo xtask feature-cost --board NAME...`: for each board, the stripped size of the minimal
 /// build, of the minimal build plus each optional feature alone, and of the default build; prints
