@@ -309,7 +309,12 @@ pub fn test_command(args: &[String]) -> Result {
         ));
     }
     let built = build(&board, minimal)?;
-    smoke(&board, &built.artifact)?;
+    let tls = if minimal {
+        SmokeTls::Skip
+    } else {
+        SmokeTls::Check
+    };
+    smoke(&board, &built.artifact, tls)?;
     if minimal {
         check_minimal_refusals(&board, &built.artifact)?;
     }
@@ -556,8 +561,90 @@ impl Subscriber {
 /// One smoke check, given the broker's port.
 type SmokeCheck = fn(u16) -> Result;
 
-/// Starts `binary` (through the board's runner) and runs every smoke check against it.
-pub fn smoke(board: &Board, binary: &Path) -> Result {
+/// Whether a smoke run also checks an mqtts:// listener (builds with the `tls` feature).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SmokeTls {
+    /// The build has TLS: a certificate is made and an mqtts:// listener checked too.
+    Check,
+    /// The build has no TLS (minimal builds).
+    Skip,
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 (openssl, P-256) in `dir`; returns the
+/// paths of the CA certificate, the server's chain and its key.
+fn make_test_certificates(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    // The openssl arguments below are split on spaces.
+    if dir.to_string_lossy().contains(' ') {
+        return Err(format!("{}: a space in the path", dir.display()));
+    }
+    let ca_key = dir.join("smoke-ca.key");
+    let ca = dir.join("smoke-ca.pem");
+    let key = dir.join("smoke-server.key");
+    let request = dir.join("smoke-server.csr");
+    let cert = dir.join("smoke-server.pem");
+    let extensions = dir.join("smoke-server.ext");
+    std::fs::write(&extensions, "subjectAltName=IP:127.0.0.1\n")
+        .map_err(|e| format!("cannot write {}: {e}", extensions.display()))?;
+    let openssl = |args: &[&str]| -> Result {
+        let output = Command::new("openssl")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run openssl (run `cargo xtask setup`): {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`openssl {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    };
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let self_signed_ca = format!(
+        "req -x509 {new_key} -days 2 -subj /CN=femtomq-smoke-CA -keyout {} -out {}",
+        path(&ca_key),
+        path(&ca)
+    );
+    let server_request = format!(
+        "req {new_key} -subj /CN=127.0.0.1 -keyout {} -out {}",
+        path(&key),
+        path(&request)
+    );
+    let server_certificate = format!(
+        "x509 -req -days 2 -in {} -CA {} -CAkey {} -CAcreateserial -extfile {} -out {}",
+        path(&request),
+        path(&ca),
+        path(&ca_key),
+        path(&extensions),
+        path(&cert)
+    );
+    for command in [self_signed_ca, server_request, server_certificate] {
+        openssl(&command.split(' ').collect::<Vec<_>>())?;
+    }
+    Ok((ca, cert, key))
+}
+
+/// The port of the `scheme` listener in the broker's ready line
+/// (`... listening on mqtt://127.0.0.1:P, mqtts://127.0.0.1:Q; ...`).
+fn ready_port(ready: &str, scheme: &str) -> Result<u16> {
+    ready
+        .split(scheme)
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|c: char| c == ';' || c == ',' || c.is_whitespace())
+                .next()
+        })
+        .and_then(|address| address.rsplit(':').next())
+        .and_then(|port| port.parse::<u16>().ok())
+        .ok_or(format!("no {scheme} port in the ready line {ready:?}"))
+}
+
+/// Starts `binary` (through the board's runner) and runs every smoke check against it; with
+/// [`SmokeTls::Check`] an mqtts:// listener with a certificate made for the run is checked too.
+pub fn smoke(board: &Board, binary: &Path, tls: SmokeTls) -> Result {
     for client in ["mosquitto_pub", "mosquitto_sub"] {
         if Command::new(client).arg("--help").output().is_err() {
             return Err(format!(
@@ -565,6 +652,12 @@ pub fn smoke(board: &Board, binary: &Path) -> Result {
             ));
         }
     }
+    let certificates = match tls {
+        SmokeTls::Check => Some(make_test_certificates(
+            binary.parent().ok_or("the binary has no directory")?,
+        )?),
+        SmokeTls::Skip => None,
+    };
     let log_path = binary.with_file_name("smoke-broker.log");
     let log = std::fs::File::create(&log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
@@ -576,8 +669,15 @@ pub fn smoke(board: &Board, binary: &Path) -> Result {
         }
         None => Command::new(binary),
     };
+    command.args(["start", "--listen", "127.0.0.1:0", "--log-level", "debug"]);
+    if let Some((_, cert, key)) = &certificates {
+        command
+            .args(["--listen", "mqtts://127.0.0.1:0", "--cert"])
+            .arg(cert)
+            .arg("--key")
+            .arg(key);
+    }
     command
-        .args(["start", "--listen", "127.0.0.1:0", "--log-level", "debug"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
@@ -592,13 +692,7 @@ pub fn smoke(board: &Board, binary: &Path) -> Result {
         let ready = expect_line(&lines, READY_TIMEOUT, "the broker's ready line", |l| {
             l.contains("listening on mqtt://")
         })?;
-        let port = ready
-            .split("mqtt://")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| c == ';' || c.is_whitespace()).next())
-            .and_then(|address| address.rsplit(':').next())
-            .and_then(|port| port.parse::<u16>().ok())
-            .ok_or(format!("no port in the ready line {ready:?}"))?;
+        let port = ready_port(&ready, "mqtt://")?;
         eprintln!(
             "smoke: {} broker ready on port {port} after {:.1} s",
             board.name,
@@ -615,6 +709,16 @@ pub fn smoke(board: &Board, binary: &Path) -> Result {
             let step = Instant::now();
             check(port).map_err(|e| format!("smoke check `{name}` on {}: {e}", board.name))?;
             eprintln!("smoke: {name}: ok ({:.1} s)", step.elapsed().as_secs_f64());
+        }
+        if let Some((ca, _, _)) = &certificates {
+            let step = Instant::now();
+            let tls_port = ready_port(&ready, "mqtts://")?;
+            check_tls(tls_port, ca)
+                .map_err(|e| format!("smoke check `TLS` on {}: {e}", board.name))?;
+            eprintln!(
+                "smoke: QoS 1 over TLS (mqtts://, certificate made for the run): ok ({:.1} s)",
+                step.elapsed().as_secs_f64()
+            );
         }
         Ok(())
     })();
@@ -638,6 +742,27 @@ pub fn smoke(board: &Board, binary: &Path) -> Result {
             Err(e)
         }
     }
+}
+
+/// A QoS 1 message through the mqtts:// listener, both clients verifying the broker's
+/// certificate against `ca`.
+fn check_tls(port: u16, ca: &Path) -> Result {
+    let subscriber = subscribe(
+        live_mosquitto_sub(port)
+            .arg("--cafile")
+            .arg(ca)
+            .args(["-q", "1", "-t", "smoke/tls"]),
+        "TLS subscriber",
+    )?;
+    client_ok(mosquitto_pub(port).arg("--cafile").arg(ca).args([
+        "-q",
+        "1",
+        "-t",
+        "smoke/tls",
+        "-m",
+        "over-tls",
+    ]))?;
+    subscriber.expect("smoke/tls over-tls")
 }
 
 fn check_connect(port: u16) -> Result {
@@ -787,7 +912,7 @@ pub fn ci_cross() -> Result {
         let board = board(name)?;
         let started = Instant::now();
         let built = build(&board, true)?;
-        smoke(&board, &built.artifact)?;
+        smoke(&board, &built.artifact, SmokeTls::Skip)?;
         check_minimal_refusals(&board, &built.artifact)?;
         eprintln!(
             "ci: {name} (minimal): built, smoke-tested and refusals checked in {:.1} s",
@@ -798,7 +923,7 @@ pub fn ci_cross() -> Result {
         let board = board(name)?;
         let started = Instant::now();
         let built = build(&board, false)?;
-        smoke(&board, &built.artifact)?;
+        smoke(&board, &built.artifact, SmokeTls::Check)?;
         eprintln!(
             "ci: {name}: built and smoke-tested in {:.1} s",
             started.elapsed().as_secs_f64()

@@ -30,6 +30,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libc6-dev-mipsel-cross",
     "libc6-dev-riscv64-cross",
     "qemu-user",
+    // Certificates for the smoke suite's mqtts:// check.
+    "openssl",
     // LLVM's linker for the device builds (boards/*.toml pass `-fuse-ld=lld` with
     // `-B/usr/lib/llvm-14/bin`): it drops what GNU ld keeps (compiler-builtins' soft-float
     // routines on armv7) and packs the segments without RELRO padding.

@@ -291,7 +291,7 @@ pub fn ci_openwrt(board_name: &str) -> Result {
         .arg("check-config")
         .arg(data.join("etc/femtomq/femtomq.toml"));
     run(&mut check)?;
-    cross::smoke(&board, &binary)
+    cross::smoke(&board, &binary, cross::SmokeTls::Check)
 }
 
 /// CI: packages `board` as a `.deb` and checks its fields and files with `dpkg-deb`.
