@@ -960,6 +960,24 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "auth")]
+    #[test]
+    fn the_commented_throttle_example_shows_the_defaults() {
+        let example = include_str!("../../femtomq.toml");
+        let start = example
+            .find("# [throttle]\n")
+            .expect("femtomq.toml shows [throttle]");
+        let end = start + example[start..].find("\n\n").unwrap();
+        let block: String = example[start..end]
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with('[') || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(block.starts_with("[throttle]\n") && block.lines().count() == 6);
+        assert_eq!(parse(&block).unwrap().throttle, ThrottleConfig::default());
+    }
+
     #[test]
     fn the_commented_tls_and_websocket_example_parses_with_the_defaults() {
         let example = include_str!("../../femtomq.toml");
