@@ -950,3 +950,19 @@ pub fn ci_size() -> Result {
         .collect();
     size(&builds)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ready_port;
+
+    #[test]
+    fn ready_port_finds_each_listener_of_the_ready_line() {
+        let line = "femtomq 0.1.0 listening on mqtt://127.0.0.1:40001, mqtts://127.0.0.1:40002; \
+                    anonymous access on";
+        assert_eq!(ready_port(line, "mqtt://"), Ok(40001));
+        assert_eq!(ready_port(line, "mqtts://"), Ok(40002));
+        let single = "femtomq 0.1.0 listening on mqtt://[::1]:1883; anonymous access off";
+        assert_eq!(ready_port(single, "mqtt://"), Ok(1883));
+        assert!(ready_port(single, "mqtts://").is_err());
+    }
+}
