@@ -960,37 +960,33 @@ mod tests {
         }
     }
 
-    #[cfg(feature = "auth")]
-    #[test]
-    fn the_commented_throttle_example_shows_the_defaults() {
+    /// The commented-out block of femtomq.toml that starts with `marker`, uncommented: its table
+    /// headers and `key = value` lines (the prose comments dropped).
+    fn commented_example(marker: &str) -> String {
         let example = include_str!("../../femtomq.toml");
         let start = example
-            .find("# [throttle]\n")
-            .expect("femtomq.toml shows [throttle]");
+            .find(marker)
+            .unwrap_or_else(|| panic!("femtomq.toml shows {marker:?}"));
         let end = start + example[start..].find("\n\n").unwrap();
-        let block: String = example[start..end]
+        example[start..end]
             .lines()
             .filter_map(|line| line.strip_prefix("# "))
             .filter(|line| line.starts_with('[') || line.contains(" = "))
             .map(|line| format!("{line}\n"))
-            .collect();
+            .collect()
+    }
+
+    #[cfg(feature = "auth")]
+    #[test]
+    fn the_commented_throttle_example_shows_the_defaults() {
+        let block = commented_example("# [throttle]\n");
         assert!(block.starts_with("[throttle]\n") && block.lines().count() == 6);
         assert_eq!(parse(&block).unwrap().throttle, ThrottleConfig::default());
     }
 
     #[test]
     fn the_commented_tls_and_websocket_example_parses_with_the_defaults() {
-        let example = include_str!("../../femtomq.toml");
-        let start = example
-            .find("# [[listener]]\n# url = \"mqtts")
-            .expect("femtomq.toml shows a TLS listener");
-        let end = start + example[start..].find("\n\n").unwrap();
-        let block: String = example[start..end]
-            .lines()
-            .filter_map(|line| line.strip_prefix("# "))
-            .filter(|line| line.starts_with("[[") || line.contains(" = "))
-            .map(|line| format!("{line}\n"))
-            .collect();
+        let block = commented_example("# [[listener]]\n# url = \"mqtts");
         let settings = parse(&block).unwrap();
         let schemes: Vec<String> = settings.listeners.iter().map(|l| l.to_string()).collect();
         assert_eq!(

@@ -321,6 +321,18 @@ pub fn test_command(args: &[String]) -> Result {
     Ok(())
 }
 
+/// A command that runs `binary` through the board's runner (qemu-user), or directly.
+pub fn runner_command(board: &Board, binary: &Path) -> Command {
+    match board.runner.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    }
+}
+
 /// A minimal build refuses what it leaves out with an error naming the cargo feature, instead
 /// of ignoring the request: each command must fail and say so.
 fn check_minimal_refusals(board: &Board, binary: &Path) -> Result {
@@ -359,14 +371,7 @@ fn check_minimal_refusals(board: &Board, binary: &Path) -> Result {
         ),
     ];
     for (args, expected) in cases {
-        let mut command = match board.runner.split_first() {
-            Some((program, runner_args)) => {
-                let mut command = Command::new(program);
-                command.args(runner_args).arg(binary);
-                command
-            }
-            None => Command::new(binary),
-        };
+        let mut command = runner_command(board, binary);
         command.args(args).stdin(Stdio::null());
         let output = command
             .output()
@@ -661,14 +666,7 @@ pub fn smoke(board: &Board, binary: &Path, tls: SmokeTls) -> Result {
     let log_path = binary.with_file_name("smoke-broker.log");
     let log = std::fs::File::create(&log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-    let mut command = match board.runner.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(binary);
-            command
-        }
-        None => Command::new(binary),
-    };
+    let mut command = runner_command(board, binary);
     command.args(["start", "--listen", "127.0.0.1:0", "--log-level", "debug"]);
     if let Some((_, cert, key)) = &certificates {
         command

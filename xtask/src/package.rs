@@ -12,7 +12,7 @@ use std::process::Command;
 
 use femtomq_boards::Board;
 
-use crate::cross::{self, Built};
+use crate::cross::{self, Built, runner_command};
 use crate::{Result, run, workspace_root};
 
 /// The package's version: the workspace's.
@@ -325,17 +325,6 @@ pub fn ci_deb(board_name: &str) -> Result {
         }
     }
     Ok(())
-}
-
-fn runner_command(board: &Board, binary: &Path) -> Command {
-    match board.runner.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(binary);
-            command
-        }
-        None => Command::new(binary),
-    }
 }
 
 fn output(command: &mut Command) -> Result<String> {
