@@ -239,7 +239,7 @@ pub fn size(builds: &[(Board, bool)]) -> Result {
 
 /// The optional features of the `femtomq` package whose cost `cargo xtask feature-cost` measures.
 const OPTIONAL_FEATURES: &[&str] = &[
-    "auth", "tls", "ws", "persist", "client", "daemon", "workers",
+    "auth", "tls", "ws", "persist", "client", "daemon", "workers", "dns",
 ];
 
 /// `cargo xtask feature-cost --board NAME...`: for each board, the stripped size of the minimal
@@ -342,7 +342,7 @@ fn check_minimal_refusals(board: &Board, binary: &Path) -> Result {
     std::fs::write(&throttle_config, "[throttle]\nmax_failures = 3\n")
         .map_err(|e| format!("cannot write {}: {e}", throttle_config.display()))?;
     let throttle_config = throttle_config.to_string_lossy();
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["pub", "-t", "t", "-m", "m"], "cargo feature `client`"),
         (&["sub", "-t", "t"], "cargo feature `client`"),
         (&["bench", "fanin"], "cargo feature `client`"),
@@ -368,6 +368,10 @@ fn check_minimal_refusals(board: &Board, binary: &Path) -> Result {
         (
             &["start", "--listen", "127.0.0.1:0", "--workers", "2"],
             "cargo feature `workers`",
+        ),
+        (
+            &["start", "--listen", "broker.invalid:0"],
+            "cargo feature `dns`",
         ),
     ];
     for (args, expected) in cases {
