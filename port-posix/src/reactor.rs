@@ -78,6 +78,12 @@ impl Wake for Notifier {
 }
 
 /// Readiness of one source, set by the reactor and cleared by its I/O.
+///
+/// One task waits on a source (every source here has a single owner: a connection's task, the
+/// accept loop, a signal pipe's loop), so one waiter slot serves both directions: any event of
+/// the source wakes it, and it looks at both flags. Two slots cost every connection 16 B more
+/// (measured: a 56 B allocation instead of 40 B) for wake-ups that a task waiting for both
+/// directions, as a connection does, never needs apart.
 struct Readiness {
     /// Its key in the reactor (here rather than beside the pointer to this, where it would
     /// take 8 B of every connection's task with its padding).
@@ -86,17 +92,17 @@ struct Readiness {
     writable: Cell<bool>,
     /// A [`Wakeup`] came (an event of the program, not of the source).
     woken: Cell<bool>,
-    reader: Cell<Option<Waker>>,
-    writer: Cell<Option<Waker>>,
+    /// The task waiting for either direction or for a [`Wakeup`].
+    waiter: Cell<Option<Waker>>,
 }
 
 impl Readiness {
-    /// The flag and the waiter's slot of one direction.
-    fn direction(&self, write: bool) -> (&Cell<bool>, &Cell<Option<Waker>>) {
+    /// The flag of one direction.
+    fn direction(&self, write: bool) -> &Cell<bool> {
         if write {
-            (&self.writable, &self.writer)
+            &self.writable
         } else {
-            (&self.readable, &self.reader)
+            &self.readable
         }
     }
 }
@@ -187,8 +193,7 @@ impl Reactor {
             readable: Cell::new(true),
             writable: Cell::new(true),
             woken: Cell::new(false),
-            reader: Cell::new(None),
-            writer: Cell::new(None),
+            waiter: Cell::new(None),
         });
         sources[key as usize] = Some(readiness.clone());
         Ok(readiness)
@@ -269,12 +274,11 @@ impl Reactor {
                     )
                 {
                     readiness.readable.set(true);
-                    wakers.extend(readiness.reader.take());
                 }
                 if failed || flags.contains(epoll::EventFlags::OUT) {
                     readiness.writable.set(true);
-                    wakers.extend(readiness.writer.take());
                 }
+                wakers.extend(readiness.waiter.take());
             }
         }
         drop(events);
@@ -324,15 +328,14 @@ impl Wakeup {
         let readiness = &self.0;
         readiness.woken.set(true);
         // Whichever way the task waits: for input, or for room to write.
-        for slot in [&readiness.reader, &readiness.writer] {
-            if let Some(waker) = slot.take() {
-                waker.wake();
-            }
+        if let Some(waker) = readiness.waiter.take() {
+            waker.wake();
         }
     }
 }
 
 /// An I/O object registered with this thread's reactor (a socket, a pipe), non-blocking.
+/// One task at a time waits on it: the reactor keeps one waiter per source.
 pub struct Async<T: AsFd> {
     // Dropped first: closing the descriptor takes it out of the epoll set.
     io: T,
@@ -405,13 +408,13 @@ impl<T: AsFd> Async<T> {
     }
 
     /// Ready (and the wake-up taken) if a [`Wakeup`] came since the last call; otherwise the
-    /// task waits for one (as a reader: a reader waiting for input is woken by either).
+    /// task waits for one (or for the source's next event: either wakes it).
     pub fn poll_woken(&self, context: &mut Context<'_>) -> Poll<()> {
         let readiness = &self.registration.readiness;
         if readiness.woken.replace(false) {
             return Poll::Ready(());
         }
-        wait_in(&readiness.reader, context.waker());
+        wait_in(&readiness.waiter, context.waker());
         Poll::Pending
     }
 
@@ -429,10 +432,11 @@ impl<T: AsFd> Async<T> {
         write: bool,
         mut attempt: impl FnMut(&T) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        let (flag, waiter) = self.registration.readiness.direction(write);
+        let readiness = &self.registration.readiness;
+        let flag = readiness.direction(write);
         loop {
             if !flag.get() {
-                wait_in(waiter, context.waker());
+                wait_in(&readiness.waiter, context.waker());
                 return Poll::Pending;
             }
             match attempt(&self.io) {
@@ -712,6 +716,65 @@ mod tests {
         })
         .unwrap();
         assert_eq!(reader.join().unwrap(), total);
+    }
+
+    #[test]
+    fn one_waiter_is_woken_by_input_while_it_also_waits_for_room_to_write() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let block = vec![3u8; 1 << 16];
+        let (written, byte) = block_on(async {
+            let ours = Async::new(ours).unwrap();
+            // Fill the socket: the next write has to wait for room.
+            let mut written = 0;
+            future::poll_fn(|context| {
+                loop {
+                    match Pin::new(&mut &ours).poll_write(context, &block) {
+                        Poll::Ready(result) => written += result.unwrap(),
+                        Poll::Pending => return Poll::Ready(()),
+                    }
+                }
+            })
+            .await;
+            assert!(!ours.registration.readiness.writable.get());
+            // The peer sends a byte and reads nothing: only input can end this wait, through
+            // the one waiter the write above left.
+            let sender = std::thread::spawn(move || {
+                theirs.write_all(&[42]).unwrap();
+                theirs
+            });
+            let mut byte = [0u8; 1];
+            future::poll_fn(|context| {
+                if let Poll::Ready(result) = Pin::new(&mut &ours).poll_write(context, &block) {
+                    written += result.unwrap();
+                }
+                Pin::new(&mut &ours).poll_read(context, &mut byte)
+            })
+            .await
+            .unwrap();
+            let mut theirs = sender.join().unwrap();
+            // Now the peer drains what was written; room to write wakes the same waiter.
+            let total = written + block.len();
+            let drainer = std::thread::spawn(move || {
+                let mut chunk = vec![0u8; 1 << 16];
+                let mut count = 0;
+                while count < total {
+                    count += theirs.read(&mut chunk).unwrap();
+                }
+                count
+            });
+            (&ours).write_all(&block).await.unwrap();
+            assert_eq!(drainer.join().unwrap(), total);
+            (total, byte[0])
+        })
+        .unwrap();
+        assert_eq!(byte, 42);
+        assert!(written > block.len());
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_source_costs_a_key_three_flags_and_one_waker() {
+        assert_eq!(std::mem::size_of::<Readiness>(), 24);
     }
 
     #[test]
