@@ -808,3 +808,31 @@ mod two_logs {
         }
     }
 }
+
+#[test]
+fn a_disconnected_session_keeps_the_time_it_disconnected() {
+    let mut sim = sim_with(Persistence::Records);
+    let sub = sim.connect(ConnectSpec::v5("sub").persistent(3600));
+    sim.subscribe(sub, "t", QoS::AtLeastOnce);
+    sim.advance_secs(3);
+    // Acknowledgements and written output move a connected session's progress time…
+    let publisher = sim.connect(ConnectSpec::v5("pub"));
+    sim.publish(publisher, "t", b"seen", QoS::AtLeastOnce);
+    assert_eq!(sim.take_payloads(sub), ["seen"]);
+    sim.drop_connection(sub);
+    let disconnected_ms = WALL + sim.now.millis_since(T0);
+    // …but once it is gone, queueing for it and time passing do not move when it left.
+    sim.advance_secs(5);
+    sim.publish(publisher, "t", b"queued", QoS::AtLeastOnce);
+    sim.advance_secs(5);
+    records(&mut sim);
+    let mut snapshot = Vec::new();
+    sim.broker.snapshot(&mut snapshot);
+    let stored = snapshot.iter().find_map(|record| match record {
+        Record::Session(session) if &*session.client_id == "sub" => {
+            Some(session.disconnected_at_ms)
+        }
+        _ => None,
+    });
+    assert_eq!(stored, Some(Some(disconnected_ms)));
+}

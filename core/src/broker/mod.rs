@@ -1227,7 +1227,7 @@ impl Broker {
             )));
         }
         if let Some(session) = self.session_mut(index) {
-            session.disconnected_at = now;
+            session.since = now;
         }
         self.persist_session(index);
     }
@@ -2058,7 +2058,7 @@ impl Broker {
         };
         session.conn = Some(conn);
         session.epoch = session.epoch.wrapping_add(1);
-        session.last_progress = now;
+        session.since = now;
         session.username = username.clone();
         session.listener = listener;
         session.expiry_secs = request.session_expiry;
@@ -2721,7 +2721,7 @@ impl Broker {
         let Some(session) = self.session_mut(index) else {
             return;
         };
-        if now.millis_since(session.last_progress) >= STALL_MS {
+        if now.millis_since(session.since) >= STALL_MS {
             return;
         }
         let announce = match publisher {
@@ -2736,7 +2736,7 @@ impl Broker {
         };
         let schedule = !session.stall_check_armed;
         session.stall_check_armed = true;
-        let (at, epoch) = (session.last_progress.plus_millis(STALL_MS), session.epoch);
+        let (at, epoch) = (session.since.plus_millis(STALL_MS), session.epoch);
         if schedule {
             self.push_timer(Reverse(Timer::new(at, TimerKind::StallCheck, index, epoch)));
         }
@@ -2803,8 +2803,11 @@ impl Broker {
         let Some(session) = self.session_mut(index) else {
             return;
         };
-        // Monotonic even if a port reports times out of order.
-        session.last_progress = session.last_progress.max(now);
+        // Monotonic even if a port reports times out of order. A disconnected session's
+        // `since` is when it disconnected (output written after that does not move it).
+        if session.conn.is_some() {
+            session.since = session.since.max(now);
+        }
         if session.backlog().waiters.is_empty() && !session.remote_pressure {
             return;
         }
@@ -2846,7 +2849,7 @@ impl Broker {
         if session.backlog().waiters.is_empty() && !session.remote_pressure {
             return;
         }
-        let due = session.last_progress.plus_millis(STALL_MS);
+        let due = session.since.plus_millis(STALL_MS);
         if now >= due || session.conn.is_none() {
             self.release_waiters(timer.index);
         } else {

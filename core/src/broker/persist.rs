@@ -809,7 +809,7 @@ impl Broker {
             expiry_secs: session.expiry_secs,
             disconnected_at_ms: match session.conn {
                 Some(_) => None,
-                None => Some(self.wall(session.disconnected_at)),
+                None => Some(self.wall(session.since)),
             },
             will,
             will_due_ms: session
@@ -1264,7 +1264,7 @@ impl Broker {
             session.expiry_secs = expiry;
             session.username = record.username;
             session.listener = record.listener;
-            session.disconnected_at = now;
+            session.since = now;
             session.next_packet_id = inflight
                 .iter()
                 .map(|e| e.packet_id.get())

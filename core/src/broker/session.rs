@@ -114,16 +114,17 @@ pub(crate) struct Session {
     pub backlog: Option<Box<Backlog>>,
     pub next_packet_id: u16,
     pub will: Option<Box<PendingWill>>,
-    /// When the client last acknowledged something or the port took its output.
-    pub last_progress: Instant,
+    /// While connected: when the client last acknowledged something or the port took its
+    /// output (the stall checks). While disconnected: when its last connection ended (expiry
+    /// and wills across restarts). One field for both, never needed at once: 8 B less in every
+    /// session took it from the allocators' 112 B class to 96 B.
+    pub since: Instant,
     /// Whether a stall check timer is pending for this session.
     pub stall_check_armed: bool,
     /// Whether this session asked other workers to hold back their publishers.
     pub remote_pressure: bool,
     /// Its state is written as persistence records (persistence on, expiry above 0).
     pub persisted: bool,
-    /// When its last connection ended.
-    pub disconnected_at: Instant,
 }
 
 impl Session {
@@ -138,11 +139,10 @@ impl Session {
             backlog: None,
             next_packet_id: 1,
             will: None,
-            last_progress: Instant(0),
+            since: Instant(0),
             stall_check_armed: false,
             remote_pressure: false,
             persisted: false,
-            disconnected_at: Instant(0),
         }
     }
 
@@ -229,6 +229,6 @@ mod tests {
     /// memory per client, so it is a deliberate change of this bound.
     #[test]
     fn a_session_stays_small() {
-        assert!(core::mem::size_of::<Session>() <= 96);
+        assert!(core::mem::size_of::<Session>() <= 88);
     }
 }
