@@ -362,15 +362,11 @@ pub struct Wakeup {
 
 impl Wakeup {
     pub fn wake(&self) {
-        let waker = CURRENT.with(|current| {
-            let current = current.borrow();
-            let sources = current.as_ref()?.sources.borrow();
-            let readiness = sources
-                .get(self.key as usize)
-                .filter(|r| r.generation == Some(self.generation))?;
+        let waker = with_slot(self.key, self.generation, |readiness| {
             readiness.woken.set(true);
             readiness.waiter.take()
-        });
+        })
+        .flatten();
         // Whichever way the task waits: for input, or for room to write. Woken with no borrow
         // held (the task may run at once and use the table).
         if let Some(waker) = waker {
@@ -396,18 +392,25 @@ struct Registration {
     _thread_bound: PhantomData<*const ()>,
 }
 
+/// Runs `f` on the readiness in slot `key` of this thread's reactor if registration
+/// `generation` still holds it (`None` otherwise). `f` must not register or drop sources (the
+/// table is borrowed meanwhile); it reads and sets flags and keeps or takes a waker.
+fn with_slot<R>(key: u32, generation: NonZeroU32, f: impl FnOnce(&Readiness) -> R) -> Option<R> {
+    CURRENT.with(|current| {
+        let current = current.borrow();
+        let sources = current.as_ref()?.sources.borrow();
+        let readiness = sources
+            .get(key as usize)
+            .filter(|r| r.generation == Some(generation))?;
+        Some(f(readiness))
+    })
+}
+
 impl Registration {
-    /// Runs `f` on this source's readiness. `f` must not register or drop sources (the
-    /// table is borrowed meanwhile); it reads and sets flags and keeps a waker.
+    /// Runs `f` on this source's readiness (see [`with_slot`]).
     fn with<R>(&self, f: impl FnOnce(&Readiness) -> R) -> R {
-        CURRENT.with(|current| {
-            let current = current.borrow();
-            let reactor = current
-                .as_ref()
-                .expect("a source is used on the thread that registered it");
-            let sources = reactor.sources.borrow();
-            f(&sources[self.key as usize])
-        })
+        with_slot(self.key, self.generation, f)
+            .expect("a source is used on the thread that registered it")
     }
 }
 
