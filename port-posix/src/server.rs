@@ -1716,6 +1716,24 @@ struct Pump {
 }
 
 impl Pump {
+    /// A write failed (typically ECONNRESET: the client closed its socket with some of our
+    /// output unread, so its kernel reset the connection). What it sent before the reset is
+    /// still readable and still counts: the PUBACKs of messages it received (else they are
+    /// sent again to its next connection) and its DISCONNECT (else its will is published).
+    /// So the input is handed to the engine before the connection is given up; a connection
+    /// the engine then closes (a DISCONNECT was read) ends normally.
+    fn read_after_write_failed(&mut self, shared: &Shared, failure: io::Error) -> io::Result<()> {
+        let read = match self.layers.as_mut() {
+            Some(layers) => shared.read_layered(&self.stream, self.conn, &mut self.pending, layers),
+            None => shared.read_available(&self.stream, self.conn, &mut self.pending),
+        };
+        shared.dispatch();
+        if read.is_ok() && shared.broker.borrow().is_closing(self.conn) {
+            return Ok(());
+        }
+        Err(failure)
+    }
+
     /// Runs the connection until it closes (`Ok`) or its socket fails.
     fn poll(&mut self, shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let conn = self.conn;
@@ -1753,7 +1771,9 @@ impl Pump {
                     }
                     continue;
                 }
-                Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(e)),
+                Some(Poll::Ready(Err(e))) => {
+                    return Poll::Ready(self.read_after_write_failed(shared, e));
+                }
                 Some(Poll::Pending) => {
                     // What the writes so far made the engine do (messages moved into the room
                     // they freed, a publisher let go) goes to the other connections now.

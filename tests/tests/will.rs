@@ -162,3 +162,76 @@ fn no_will_after_a_normal_disconnect() {
         Vec::<String>::new()
     );
 }
+
+/// A client that stops reading, then sends DISCONNECT and closes its socket: with our output
+/// unread in its buffer, its kernel answers with a reset, and the broker's next write to it fails.
+/// The DISCONNECT it sent before the reset still counts: no will. (Without reading it first, the
+/// broker took the failed write for a lost connection and published the will.)
+#[test]
+fn no_will_after_a_disconnect_followed_by_a_reset_while_output_waits() {
+    let broker = Broker::start(&[]);
+    let port = broker.port();
+    let watcher = Subscriber::start(SubTool::Mosquitto, port, &["-q", "1", "-t", "reset/#"]);
+    // A small receive buffer, so that what the broker sends it backs up.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect_timeout(&broker.address().into(), STEP)
+        .unwrap();
+    let mut client = RawClient::from_stream(socket.into());
+    client
+        .send(&connect_with_will(
+            raw::V311,
+            "resetter",
+            "reset/will",
+            "resetter gone",
+        ))
+        .unwrap();
+    match client.read_packet(STEP) {
+        Received::Packet(connack) => assert_eq!((connack[0], connack[3]), (0x20, 0)),
+        other => panic!("no CONNACK: {other:?}"),
+    }
+    let mut subscribe = vec![0, 1];
+    subscribe.extend(raw::field(b"flood"));
+    subscribe.push(0);
+    client.send(&raw::packet(0x82, &subscribe)).unwrap();
+    match client.read_packet(STEP) {
+        Received::Packet(suback) => assert_eq!(suback, [0x90, 3, 0, 1, 0]),
+        other => panic!("no SUBACK: {other:?}"),
+    }
+    // 16 MiB at QoS 0 that it never reads: far more than the kernel buffers between them, so
+    // the broker keeps output for it (up to max_output_bytes, dropping the rest).
+    let (mut flooder, _) = RawClient::connected(broker.address(), raw::V311, "flooder");
+    let payload = vec![b'x'; 32 * 1024];
+    for _ in 0..512 {
+        flooder
+            .send(&raw::publish(raw::V311, "flood", &payload, None))
+            .unwrap();
+    }
+    // The broker handles a connection's packets in order: the PINGRESP comes after the rest.
+    flooder.send(&[0xC0, 0]).unwrap();
+    assert!(matches!(flooder.read_packet(STEP), Received::Packet(p) if p == [0xD0, 0]));
+    client.send(&[0xE0, 0]).unwrap();
+    socket2::SockRef::from(client.stream())
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    assert!(
+        broker.wait_for_log("client `resetter` from", 1, STEP),
+        "{}",
+        broker.log()
+    );
+    let log = broker.log();
+    let ended = log
+        .lines()
+        .find(|line| line.contains("client `resetter` from") && line.contains("disconnected"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(ended.contains("ClientDisconnect"), "{ended}");
+    // A will would have been published before this marker was even sent.
+    mosquitto_pub(port, &["-q", "1", "-t", "reset/marker", "-m", "marker"]);
+    assert_eq!(watcher.messages(1, STEP), ["reset/marker marker"]);
+    assert_eq!(
+        watcher.more_within(Duration::from_millis(200)),
+        Vec::<String>::new()
+    );
+}
