@@ -22,7 +22,7 @@ pub struct Limits {
     /// Levels (`/`-separated parts) of a topic name or filter. Default 32.
     pub max_topic_levels: u16,
     /// Unacknowledged QoS 1/2 messages in flight per client, each way: the Receive Maximum the
-    /// broker announces and the cap applied to the client's. Default 32.
+    /// broker announces and the cap applied to the client's. Default 128.
     pub max_inflight: u16,
     /// Messages queued for one session while it is offline or its window is full. Default 1,000.
     pub max_queued_messages: u32,
@@ -53,7 +53,7 @@ impl Limits {
         max_subscriptions_total: 65_536,
         max_topic_length: 1_024,
         max_topic_levels: 32,
-        max_inflight: 32,
+        max_inflight: 128,
         max_queued_messages: 1_000,
         max_queued_bytes: 1 << 20,
         max_retained_messages: 10_000,

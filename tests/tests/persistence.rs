@@ -572,16 +572,19 @@ fn a_file_size_limit_refuses_with_quota_exceeded_and_keeps_what_was_acknowledged
     );
     let queued: Vec<&str> = queued.iter().map(|m| &m[..m.len().min(4)]).collect();
     assert_eq!(queued, acknowledged, "{}", broker.log());
+    // What comes now may be a message acknowledged above again: mosquitto_sub -C leaves with
+    // the broker's last packets unread, so its kernel resets the connection and drops the
+    // PUBACKs still in its send queue (at least once is what QoS 1 promises). A refused message
+    // never comes.
     let more = run(
         Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args([
-                "-i", "keeper", "-c", "-q", "1", "-t", "q/#", "-C", "1", "-W", "1",
-            ]),
+            .args(["-i", "keeper", "-c", "-q", "1", "-t", "q/#", "-W", "1"]),
         WAIT,
     );
+    let kept: Vec<&str> = more.stdout.lines().map(|m| &m[..m.len().min(4)]).collect();
     assert!(
-        more.stdout.is_empty(),
-        "refused messages were kept: {more:?}"
+        kept.iter().all(|m| acknowledged.iter().any(|a| a == m)),
+        "refused messages were kept: {kept:?} (acknowledged: {acknowledged:?})"
     );
 }

@@ -2161,7 +2161,9 @@ impl Broker {
             }
             if room == 0 {
                 if let Some(session) = self.session_mut(index) {
-                    session.backlog_mut().inflight[position].resend = true;
+                    let backlog = session.backlog_mut();
+                    backlog.inflight[position].resend = true;
+                    backlog.resend_pending = true;
                 }
                 position += 1;
                 continue;
@@ -2176,7 +2178,9 @@ impl Broker {
             } else if let Some(session) = self.session_mut(index) {
                 // Too large for the new connection's Maximum Packet Size: discarded as if
                 // delivered `[MQTT-3.1.2-25]`.
-                let entry = session.backlog_mut().inflight.remove(position);
+                let Some(entry) = session.backlog_mut().inflight.remove(position) else {
+                    return;
+                };
                 self.dropped(index, entry.outgoing, DropReason::TooLarge);
             }
         }
@@ -2188,7 +2192,14 @@ impl Broker {
             .connection(conn)
             .map_or(0, |c| usize::from(c.receive_maximum));
         loop {
-            let Some(session) = self.session(index) else {
+            let Some(session) = self.session_mut(index) else {
+                return;
+            };
+            if !session.backlog().resend_pending {
+                return;
+            }
+            let Some(position) = session.backlog().inflight.iter().position(|e| e.resend) else {
+                session.backlog_mut().resend_pending = false;
                 return;
             };
             let outstanding = session
@@ -2200,9 +2211,6 @@ impl Broker {
             if outstanding >= window {
                 return;
             }
-            let Some(position) = session.backlog().inflight.iter().position(|e| e.resend) else {
-                return;
-            };
             let entry = &session.backlog().inflight[position];
             let (outgoing, packet_id) = (entry.outgoing.clone(), entry.packet_id);
             if self.write_publish(conn, &outgoing, Some(packet_id), true, now) {
@@ -2212,7 +2220,9 @@ impl Broker {
             } else if let Some(session) = self.session_mut(index) {
                 // Too large for the new connection's Maximum Packet Size: discarded as if
                 // delivered `[MQTT-3.1.2-25]`.
-                let entry = session.backlog_mut().inflight.remove(position);
+                let Some(entry) = session.backlog_mut().inflight.remove(position) else {
+                    return;
+                };
                 self.dropped(index, entry.outgoing, DropReason::TooLarge);
             }
         }
@@ -2919,7 +2929,7 @@ impl Broker {
             } else {
                 Awaiting::PubRec
             };
-            session.backlog_mut().inflight.push(Inflight {
+            session.backlog_mut().inflight.push_back(Inflight {
                 packet_id,
                 outgoing,
                 awaiting,
@@ -3072,7 +3082,9 @@ impl Broker {
             return;
         };
         if let Some(position) = session.inflight_position(ack.packet_id, Awaiting::PubAck) {
-            let entry = session.backlog_mut().inflight.remove(position);
+            let Some(entry) = session.backlog_mut().inflight.remove(position) else {
+                return;
+            };
             self.acknowledged(index, entry);
             self.pump(index, now);
             self.made_progress(index, now);
@@ -3090,7 +3102,9 @@ impl Broker {
             Some(position) if ack.reason.is_error() => {
                 // The receiver refused the message: no PUBREL, which follows only a PUBREC below
                 // 0x80 `[MQTT-4.3.3-4]`; the flow ends and the id is free (§4.3.3).
-                let entry = session.backlog_mut().inflight.remove(position);
+                let Some(entry) = session.backlog_mut().inflight.remove(position) else {
+                    return;
+                };
                 self.acknowledged(index, entry);
                 self.pump(index, now);
                 self.made_progress(index, now);
@@ -3132,7 +3146,9 @@ impl Broker {
             return;
         };
         if let Some(position) = session.inflight_position(ack.packet_id, Awaiting::PubComp) {
-            let entry = session.backlog_mut().inflight.remove(position);
+            let Some(entry) = session.backlog_mut().inflight.remove(position) else {
+                return;
+            };
             self.acknowledged(index, entry);
             self.pump(index, now);
             self.made_progress(index, now);

@@ -1277,7 +1277,9 @@ impl Broker {
                 backlog.queued_bytes += outgoing.size();
                 backlog.queue.push_back(outgoing);
             }
-            backlog.inflight = inflight;
+            backlog.inflight = inflight.into();
+            // Restored in any order: identifiers are checked until they pass the highest.
+            backlog.ids_may_repeat = true;
             session.tidy();
             let epoch = session.epoch;
             match (will, will_due) {

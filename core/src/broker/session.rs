@@ -66,8 +66,17 @@ pub(crate) struct PendingWill {
 /// [`Session`] holds it boxed and only while some of it is there (136 B less per idle session).
 #[derive(Debug, Default)]
 pub(crate) struct Backlog {
-    /// Outbound QoS 1/2 messages sent and not yet completed, oldest first.
-    pub inflight: Vec<Inflight>,
+    /// Outbound QoS 1/2 messages sent and not yet completed, oldest first (a deque: they are
+    /// mostly acknowledged in order, so the oldest leaves without moving the rest).
+    pub inflight: VecDeque<Inflight>,
+    /// Some inflight message may still be marked `resend`: set with the mark, cleared when a
+    /// search finds none, so that an acknowledgement does not search a full window for one.
+    pub resend_pending: bool,
+    /// Some inflight message may have a packet identifier at or above the session's
+    /// `next_packet_id` (the identifiers wrapped around while it was in flight, or the window
+    /// was restored from persistence), so a new identifier is checked against the window.
+    /// Otherwise every inflight identifier is below `next_packet_id` and it is free.
+    pub ids_may_repeat: bool,
     /// Messages waiting for the connection or for room in the inflight window.
     pub queue: VecDeque<Outgoing>,
     pub queued_bytes: usize,
@@ -91,7 +100,9 @@ impl Backlog {
 
 /// The backlog of every session that has none.
 static NO_BACKLOG: Backlog = Backlog {
-    inflight: Vec::new(),
+    inflight: VecDeque::new(),
+    resend_pending: false,
+    ids_may_repeat: false,
     queue: VecDeque::new(),
     queued_bytes: 0,
     inbound_qos2: Vec::new(),
@@ -171,21 +182,37 @@ impl Session {
         backlog.waiters.shrink_to_fit();
     }
 
-    /// A packet identifier not used by any inflight message `[MQTT-2.2.1-3]`. The window is
-    /// far smaller than 65,535, so one is always free.
+    /// A packet identifier not used by any inflight message `[MQTT-2.2.1-3]`: the next in
+    /// sequence, checked against the window only while identifiers may repeat (see
+    /// [`Backlog::ids_may_repeat`]), so a full window of 128 is not searched for every
+    /// PUBLISH. The window is smaller than 65,535 (a PUBLISH waits while it is full), so one
+    /// is always free.
     pub fn allocate_packet_id(&mut self) -> NonZeroU16 {
         loop {
             let candidate = self.next_packet_id;
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if let Some(id) = NonZeroU16::new(candidate) {
-                if !self
-                    .backlog()
-                    .inflight
-                    .iter()
-                    .any(|entry| entry.packet_id == id)
-                {
-                    return id;
+            self.next_packet_id = candidate.checked_add(1).unwrap_or(1);
+            let free = match (NonZeroU16::new(candidate), self.backlog.as_deref_mut()) {
+                (None, _) => None,
+                (Some(id), Some(backlog)) if backlog.ids_may_repeat => {
+                    let (mut taken, mut above) = (false, false);
+                    for entry in &backlog.inflight {
+                        taken |= entry.packet_id == id;
+                        above |= entry.packet_id > id;
+                    }
+                    if !above {
+                        // Every identifier in flight is below this one again.
+                        backlog.ids_may_repeat = false;
+                    }
+                    (!taken).then_some(id)
                 }
+                (Some(id), _) => Some(id),
+            };
+            if self.next_packet_id == 1 {
+                // Wrapped: the identifiers in flight (and this one) are now above the next.
+                self.backlog_mut().ids_may_repeat = true;
+            }
+            if let Some(id) = free {
+                return id;
             }
         }
     }
@@ -207,7 +234,9 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
+    use super::super::message::Message;
     use super::*;
+    use alloc::sync::Arc;
 
     #[test]
     fn a_session_holds_a_backlog_only_while_it_has_one() {
@@ -223,6 +252,69 @@ mod tests {
         // Popping from an empty queue does not allocate one.
         assert!(session.pop_queued().is_none());
         assert!(session.backlog.is_none());
+    }
+
+    fn in_flight(session: &mut Session, packet_id: NonZeroU16) {
+        let message = Arc::new(Message::new("t", b"", QoS::AtLeastOnce, false, Instant(0)));
+        session.backlog_mut().inflight.push_back(Inflight {
+            packet_id,
+            outgoing: Outgoing {
+                message,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Box::default(),
+                seq: 0,
+            },
+            awaiting: Awaiting::PubAck,
+            resend: false,
+        });
+    }
+
+    #[test]
+    fn packet_ids_in_flight_are_skipped_after_the_identifiers_wrap_around() {
+        let mut session = Session::new(Box::from("client"));
+        session.next_packet_id = 65_533;
+        // Two messages stay in flight across the wrap (65,533 and 65,534); the rest are
+        // acknowledged as soon as they are sent, in order.
+        for _ in 0..2 {
+            let id = session.allocate_packet_id();
+            in_flight(&mut session, id);
+        }
+        let mut seen = Vec::new();
+        for _ in 0..(2 * 65_535) {
+            let id = session.allocate_packet_id();
+            assert!(
+                session.backlog().inflight.iter().all(|e| e.packet_id != id),
+                "{id} is in flight"
+            );
+            seen.push(id.get());
+            in_flight(&mut session, id);
+            session.backlog_mut().inflight.pop_back();
+        }
+        assert!(!seen.contains(&65_533) && !seen.contains(&65_534));
+        assert!(seen.contains(&65_535) && seen.contains(&1));
+        // Once the long-held ones are acknowledged, their identifiers are used again.
+        session.backlog_mut().inflight.clear();
+        let reused: Vec<u16> = (0..65_535)
+            .map(|_| session.allocate_packet_id().get())
+            .collect();
+        assert!(reused.contains(&65_533) && reused.contains(&65_534));
+    }
+
+    #[test]
+    fn a_restored_window_is_checked_before_its_identifiers_are_reused() {
+        let mut session = Session::new(Box::from("client"));
+        // As restored: identifiers out of order, the next one among them.
+        for id in [9, 3, 5] {
+            in_flight(&mut session, NonZeroU16::new(id).unwrap());
+        }
+        session.backlog_mut().ids_may_repeat = true;
+        session.next_packet_id = 3;
+        let ids: Vec<u16> = (0..4).map(|_| session.allocate_packet_id().get()).collect();
+        assert_eq!(ids, [4, 6, 7, 8]);
+        // Past the highest in flight, no more searching.
+        assert_eq!(session.allocate_packet_id().get(), 10);
+        assert!(!session.backlog().ids_may_repeat);
     }
 
     /// Every session, connected or not, holds this much: a growth here is a growth of the
