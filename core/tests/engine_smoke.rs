@@ -538,23 +538,48 @@ fn mqtt_3_1_3_9_a_clean_start_takeover_ends_the_session_and_publishes_its_delaye
     assert_eq!((will.topic, will.payload), ("wills/dev", &b"gone"[..]));
 }
 
-/// Two engines as two workers: what the port's mailboxes carry is moved between them by hand.
+/// Two engines as two workers: what the port's mailboxes carry is moved between them by hand,
+/// in the port's order: a worker reports the publications it took (flow control) after the
+/// routing changes its deliveries made.
 fn exchange(a: &mut Broker, b: &mut Broker, now: Instant) {
-    fn send(from: &mut Broker, to: &mut Broker, now: Instant) {
+    /// Carries `from`'s copies and routing changes to `to`; returns the publications (and their
+    /// bytes) `to` took, which `from` learns of later.
+    fn send(from: &mut Broker, to: &mut Broker, now: Instant) -> (u32, usize) {
         let (mut remote, mut replication) = (Vec::new(), Vec::new());
         from.take_remote(&mut remote);
         from.take_replication(&mut replication);
         replication
             .into_iter()
             .for_each(|item| to.apply_replication(item));
-        remote
-            .into_iter()
-            .for_each(|delivery| to.deliver_remote(delivery, now));
+        let mut taken = (0, 0);
+        for delivery in remote {
+            if delivery.first {
+                taken.0 += 1;
+                taken.1 += delivery.message.size();
+            }
+            to.deliver_remote(delivery, now);
+        }
+        taken
     }
+    let (mut taken_by_a, mut taken_by_b) = ((0, 0), (0, 0));
     for _ in 0..2 {
-        send(a, b, now);
-        send(b, a, now);
+        let took = send(a, b, now);
+        taken_by_b = (taken_by_b.0 + took.0, taken_by_b.1 + took.1);
+        let took = send(b, a, now);
+        taken_by_a = (taken_by_a.0 + took.0, taken_by_a.1 + took.1);
     }
+    // The last routing changes first, then the reports.
+    fn carry_replication(from: &mut Broker, to: &mut Broker) {
+        let mut replication = Vec::new();
+        from.take_replication(&mut replication);
+        replication
+            .into_iter()
+            .for_each(|item| to.apply_replication(item));
+    }
+    carry_replication(a, b);
+    carry_replication(b, a);
+    a.remote_taken(1, taken_by_b.0, taken_by_b.1);
+    b.remote_taken(0, taken_by_a.0, taken_by_a.1);
 }
 
 fn id_owned_by(worker: u16, prefix: &str) -> String {
@@ -655,8 +680,9 @@ fn two_workers_route_messages_to_each_others_sessions() {
     assert_eq!(femtomq_core::broker::client_owner(&assigned, 2), 1);
 }
 
-#[test]
-fn a_subscriber_on_another_worker_holds_back_the_publisher_too() {
+/// Two workers with small limits (a queue of 100, a window of 10): a QoS 1 subscriber of
+/// `f/#` on worker 1, a publisher on worker 0.
+fn two_workers_flow_setup() -> (Broker, Broker, ConnId, ConnId, String, Instant) {
     let worker = |index| {
         let mut config = Config {
             workers: 2,
@@ -674,6 +700,12 @@ fn a_subscriber_on_another_worker_holds_back_the_publisher_too() {
     let publisher = connect(&mut a, &pub_id, now);
     subscribe(&mut b, subscriber, "f/#", QoS::AtLeastOnce, now);
     exchange(&mut a, &mut b, now);
+    (a, b, subscriber, publisher, sub_id, now)
+}
+
+#[test]
+fn a_subscriber_on_another_worker_holds_back_the_publisher_too() {
+    let (mut a, mut b, subscriber, publisher, sub_id, now) = two_workers_flow_setup();
     // Worker 1's session falls behind on copies from worker 0 and says so...
     publish_qos1(&mut a, publisher, 60, now);
     exchange(&mut a, &mut b, now);
@@ -706,4 +738,52 @@ fn a_subscriber_on_another_worker_holds_back_the_publisher_too() {
     );
     assert_eq!(b.queued_messages(&sub_id), Some(0));
     assert_eq!(b.stats().messages_dropped, 0, "nothing lost across workers");
+}
+
+#[test]
+fn copies_in_flight_to_another_worker_are_bounded_so_that_none_is_dropped() {
+    let (mut a, mut b, subscriber, publisher, sub_id, now) = two_workers_flow_setup();
+    // 300 QoS 1 messages read at once: three times what the subscriber's queue holds.
+    let mut input = Vec::new();
+    for id in 1..=300u16 {
+        input.extend(bytes_of(
+            Packet::Publish(Publish {
+                dup: false,
+                qos_pid: QosPid::AtLeastOnce(NonZeroU16::new(id).unwrap()),
+                retain: false,
+                topic: "f/x",
+                properties: PublishProperties::default(),
+                payload: b"data",
+            }),
+            V5,
+        ));
+    }
+    // Before worker 1 can say that its session fell behind, worker 0 may route only a quarter
+    // of that queue's limit to it: the publisher is held back with the rest of its input unread.
+    let used = a.handle_input(publisher, &input, now);
+    assert!(used < input.len(), "held back with input left");
+    assert!(a.is_paused(publisher));
+    let mut rest = &input[used..];
+    let mut received = 0;
+    for _ in 0..1000 {
+        if rest.is_empty() && received == 300 {
+            break;
+        }
+        exchange(&mut a, &mut b, now);
+        if !a.is_paused(publisher) && !rest.is_empty() {
+            let used = a.handle_input(publisher, rest, now);
+            rest = &rest[used..];
+        }
+        drain(&mut a, publisher, V5);
+        exchange(&mut a, &mut b, now);
+        // A slow subscriber: one window a round.
+        received += read_and_ack(&mut b, subscriber, now);
+    }
+    assert_eq!(received, 300, "every message delivered");
+    assert_eq!(
+        b.stats().messages_dropped,
+        0,
+        "none dropped by the full queue"
+    );
+    assert_eq!(b.queued_messages(&sub_id), Some(0));
 }

@@ -178,6 +178,14 @@ enum Mail {
     Replication(Vec<Replication>),
     /// Worker `from` stored the copies this worker sent it, up to record `seq`, durably.
     Confirmed { from: u16, seq: u64 },
+    /// Worker `from` took `publications` of the publications (of `bytes`) this worker sent it
+    /// copies of (flow control, see `Broker::remote_taken`); posted after the routing changes
+    /// taking them made.
+    Taken {
+        from: u16,
+        publications: u32,
+        bytes: usize,
+    },
     /// A new configuration and access rules.
     Reload(Config, AccessRules),
     /// Add this worker's counters to a report.
@@ -911,6 +919,8 @@ async fn mailbox_loop(
     stop: Rc<Notify>,
 ) {
     let mut bytes = [0u8; 64];
+    // By origin worker: the publications taken in this turn, and their bytes.
+    let mut taken: Vec<(u32, usize)> = vec![(0, 0); shared.mailboxes.len()];
     while let Ok(1..) = (&wake).read(&mut bytes).await {
         let now = shared.now();
         for mail in shared.mailboxes[shared.worker].take() {
@@ -940,9 +950,22 @@ async fn mailbox_loop(
                 Mail::Deliveries(batch) => {
                     let mut broker = shared.broker.borrow_mut();
                     for delivery in batch {
+                        let origin = usize::from(delivery.origin);
+                        if let (true, Some(count)) = (delivery.first, taken.get_mut(origin)) {
+                            count.0 = count.0.saturating_add(1);
+                            count.1 = count.1.saturating_add(delivery.message.size());
+                        }
                         broker.deliver_remote(delivery, now);
                     }
                 }
+                Mail::Taken {
+                    from,
+                    publications,
+                    bytes,
+                } => shared
+                    .broker
+                    .borrow_mut()
+                    .remote_taken(from, publications, bytes),
                 Mail::Replication(changes) => {
                     let mut broker = shared.broker.borrow_mut();
                     for change in changes {
@@ -959,7 +982,19 @@ async fn mailbox_loop(
                 Mail::Shutdown => stop.notify(),
             }
         }
+        // Posts the routing changes (a request to hold back publishers among them) first.
         shared.dispatch();
+        let from = shared.worker as u16;
+        for (origin, count) in taken.iter_mut().enumerate() {
+            if count.0 > 0 {
+                let (publications, bytes) = core::mem::take(count);
+                shared.mailboxes[origin].post(Mail::Taken {
+                    from,
+                    publications,
+                    bytes,
+                });
+            }
+        }
     }
 }
 

@@ -99,6 +99,9 @@ pub struct RemoteDelivery {
     /// With persistence and several workers, the QoS 2 flow the copy belongs to, by which the
     /// receiving worker keeps a publisher's resent message from being stored twice.
     pub flow: Option<Qos2Flow>,
+    /// The first copy of its publication for the receiving worker: the receiver reports these
+    /// back, for flow control ([`Broker::remote_taken`]).
+    pub first: bool,
 }
 
 /// A QoS 2 PUBLISH flow of a publisher (its client identifier and packet identifier), carried
@@ -135,6 +138,7 @@ impl RemoteDelivery {
             subscription_ids: outgoing.subscription_ids,
             origin,
             confirm,
+            first: false,
         }
     }
 }
@@ -488,6 +492,9 @@ pub struct Broker {
     /// Sessions of other workers that asked for their publishers to be held back, with the
     /// publishers held back for them (few at a time: a linear list).
     remote_pressure: Vec<(SubscriberId, Vec<ConnId>)>,
+    /// Copies routed to other workers and not yet taken by them, and the publishers held back
+    /// until they are (see [`Broker::remote_taken`]).
+    remote_credit: RemoteCredit,
     /// Persistence records and held output.
     journal: persist::Journal,
     /// The longest connect timeout configured since start: no connect-timeout timer pending
@@ -505,6 +512,26 @@ impl core::fmt::Debug for Broker {
 
 /// A subscriber that made no progress for this long holds back no publisher (flow control).
 const STALL_MS: u64 = 1000;
+
+/// Flow control between workers. A session of another worker that falls behind asks this
+/// worker to hold back its publishers ([`Replication::Pressure`]), but that request travels
+/// through the mailboxes while copies keep coming. What may arrive after it is bounded here: the
+/// publications routed to a worker and not yet taken by it (it says so by
+/// [`Broker::remote_taken`], after it posted any such request), each at most one copy per session
+/// (and one per shared subscription), may not exceed a quarter of a session's queue limits shared
+/// by the other workers: the room between asking (at half the limits, see
+/// [`Broker::backlogged`]) and the limits, less a margin for that worker's own publishers. The
+/// publisher that reaches the bound is held back until half of it has been taken.
+#[derive(Debug, Default)]
+struct RemoteCredit {
+    /// By worker: the publications routed there and not yet taken, their bytes, and the last
+    /// publication counted (by [`RemoteCredit::publications`]).
+    outstanding: Vec<(u32, usize, u64)>,
+    /// Publications routed, to tell the first copy of one for a worker.
+    publications: u64,
+    /// Publishers held back until the copies are taken.
+    waiters: Vec<ConnId>,
+}
 
 /// How long a connection may stay silent: 1.5 times its keep alive (MQTT 5 `[MQTT-3.1.2-22]`,
 /// 3.1.1 `[MQTT-3.1.2-24]`).
@@ -601,6 +628,7 @@ impl Broker {
             routings: 0,
             replication: Vec::new(),
             remote_pressure: Vec::new(),
+            remote_credit: RemoteCredit::default(),
             journal: persist::Journal::default(),
             connect_timeout_horizon_ms: config_connect_timeout,
         }
@@ -746,6 +774,75 @@ impl Broker {
     /// packet identifier and the copies are in different logs.
     fn flows_cross_workers(&self) -> bool {
         self.config.workers > 1 && self.config.persistence.is_on()
+    }
+
+    /// Worker `worker` took `publications` of this worker's publications (of `bytes`, by
+    /// [`Message::size`], once per publication): the copies routed to its sessions that are
+    /// marked [`RemoteDelivery::first`]. Call it after that worker posted the routing changes
+    /// its deliveries made, so that a request to hold back publishers arrives first: flow
+    /// control between workers relies on that order (see [`RemoteCredit`]).
+    pub fn remote_taken(&mut self, worker: u16, publications: u32, bytes: usize) {
+        let (max_publications, max_bytes) = self.remote_credit_limits();
+        let credit = &mut self.remote_credit;
+        let Some(entry) = credit.outstanding.get_mut(usize::from(worker)) else {
+            return;
+        };
+        entry.0 = entry.0.saturating_sub(publications);
+        entry.1 = entry.1.saturating_sub(bytes);
+        if credit.waiters.is_empty() {
+            return;
+        }
+        let drained = credit.outstanding.iter().all(|&(p, b, _)| {
+            p.saturating_mul(2) <= max_publications && b.saturating_mul(2) <= max_bytes
+        });
+        if drained {
+            for publisher in core::mem::take(&mut self.remote_credit.waiters) {
+                self.unpause(publisher);
+            }
+        }
+    }
+
+    /// The publications (and bytes) routed to one other worker that may be outstanding (see
+    /// [`RemoteCredit`]).
+    fn remote_credit_limits(&self) -> (u32, usize) {
+        let limits = &self.config.limits;
+        let others = u32::from(self.config.workers.max(2) - 1);
+        let room = |limit: u32| limit / 4 / others;
+        let publications = room(limits.max_queued_messages).max(1);
+        let bytes = (room(limits.max_queued_bytes) as usize).max(1);
+        (publications, bytes)
+    }
+
+    /// Counts a copy routed to `worker`'s sessions: the first of its publication there counts
+    /// it, and holds back the publisher being read when the publications not yet taken reach
+    /// their bound (see [`RemoteCredit`]). Returns whether it was the first.
+    fn count_remote(&mut self, worker: usize, bytes: usize) -> bool {
+        let (max_publications, max_bytes) = self.remote_credit_limits();
+        let credit = &mut self.remote_credit;
+        if credit.outstanding.len() <= worker {
+            credit.outstanding.resize(worker + 1, (0, 0, 0));
+        }
+        let publication = credit.publications;
+        let entry = &mut credit.outstanding[worker];
+        if entry.2 == publication {
+            return false;
+        }
+        entry.2 = publication;
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = entry.1.saturating_add(bytes);
+        if entry.0 < max_publications && entry.1 < max_bytes {
+            return true;
+        }
+        let Some(publisher) = self.input else {
+            return true;
+        };
+        if !credit.waiters.contains(&publisher) {
+            credit.waiters.push(publisher);
+        }
+        if let Some(connection) = self.connection_mut(publisher) {
+            connection.paused = true;
+        }
+        true
     }
 
     /// Applies a routing change made by another worker to this worker's replica.
@@ -2594,6 +2691,8 @@ impl Broker {
         self.subscriptions
             .matches(&message.topic, Publisher { id, client_id }, &mut matches);
         let (published_qos, published_retain) = (message.qos, message.retain);
+        // Starts from 1: a worker's entry that counted none holds 0.
+        self.remote_credit.publications += 1;
         let last = matches.len().wrapping_sub(1);
         let mut message = Some(message);
         for (position, delivery) in matches.deliveries().iter().enumerate() {
@@ -2632,6 +2731,7 @@ impl Broker {
                         self.await_remote((delivery.subscriber.0 % workers) as u16, confirm);
                     }
                     let worker = self.config.worker;
+                    let size = outgoing.size();
                     let flow = match outgoing.qos {
                         QoS::AtMostOnce => None,
                         _ => self.routing_flow.clone(),
@@ -2647,6 +2747,11 @@ impl Broker {
                         ),
                     ));
                     self.hold_back_for_remote(delivery.subscriber);
+                    let workers = u32::from(self.config.workers.max(1));
+                    let first = self.count_remote((delivery.subscriber.0 % workers) as usize, size);
+                    if let Some((_, copy)) = self.remote.last_mut() {
+                        copy.first = first;
+                    }
                 }
             }
         }
