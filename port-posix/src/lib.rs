@@ -25,6 +25,7 @@ mod slots;
 pub mod tls;
 mod transport;
 mod trim;
+mod warnings;
 #[cfg(feature = "ws")]
 pub mod ws;
 

@@ -375,6 +375,8 @@ struct Shared {
     open_sockets: Cell<usize>,
     /// Gives freed heap memory back after the open sockets halve from a peak.
     trimmer: RefCell<crate::trim::Trimmer>,
+    /// Warnings about dropped messages, a few per window and then a count.
+    drop_warnings: RefCell<crate::warnings::WarningLimit>,
     sockets_closed: Notify,
     stopping: Cell<bool>,
     access: Rc<AccessHub>,
@@ -419,8 +421,18 @@ impl Shared {
                 entry.wake();
             }
         }
+        // The clock is read only when there is something to log or a window to end.
+        let mut drop_warnings = self.drop_warnings.borrow_mut();
+        let mut now = None;
         while let Some(event) = broker.poll_event() {
-            log_event(&broker, &self.access, &event);
+            let at = *now.get_or_insert_with(|| self.now().0);
+            log_event(&broker, &self.access, &mut drop_warnings, at, &event);
+        }
+        if drop_warnings.in_window() {
+            let at = now.unwrap_or_else(|| self.now().0);
+            if let Some(count) = drop_warnings.end_window(at) {
+                warn!("{count} more messages dropped in the last 10 s (not logged one by one)");
+            }
         }
         if broker.poll_timeout() != self.armed.get() {
             self.timer.notify();
@@ -468,7 +480,13 @@ impl Shared {
     }
 }
 
-fn log_event(broker: &Broker, access: &AccessHub, event: &Event) {
+fn log_event(
+    broker: &Broker,
+    access: &AccessHub,
+    drop_warnings: &mut crate::warnings::WarningLimit,
+    now: u64,
+    event: &Event,
+) {
     let peer = |conn: &ConnId| {
         access
             .peer_address(*conn)
@@ -524,10 +542,12 @@ fn log_event(broker: &Broker, access: &AccessHub, event: &Event) {
             let client = broker.client_id(*session).unwrap_or("?");
             match reason {
                 DropReason::QueueFull | DropReason::TooLarge => {
-                    warn!(
-                        "message on `{}` dropped for client `{client}`: {reason:?}",
-                        message.topic
-                    )
+                    if drop_warnings.admit(now) {
+                        warn!(
+                            "message on `{}` dropped for client `{client}`: {reason:?}",
+                            message.topic
+                        )
+                    }
                 }
                 _ => debug!(
                     "message on `{}` dropped for client `{client}`: {reason:?}",
@@ -808,6 +828,7 @@ fn worker_main(
         start,
         open_sockets: Cell::new(0),
         trimmer: RefCell::new(crate::trim::Trimmer::default()),
+        drop_warnings: RefCell::new(crate::warnings::WarningLimit::default()),
         sockets_closed: Notify::default(),
         stopping: Cell::new(false),
         access,

@@ -145,6 +145,21 @@ fn mqtt5_session_without_expiry_ends_at_disconnect() {
     assert_eq!(got[0]["payload"], "fresh");
 }
 
+/// Subscribes to `topic` with `mosquitto_sub` and the persistent `session` options, then
+/// leaves: the session stays, offline.
+fn subscribe_then_leave(port: u16, session: &[&str], topic: &str) {
+    let mut first = Subscriber::start(
+        SubTool::Mosquitto,
+        port,
+        &[session, &["-t", topic]].concat(),
+    );
+    first.process().signal(rustix::process::Signal::TERM);
+    assert!(
+        first.process().wait(STEP).is_some(),
+        "subscriber did not exit"
+    );
+}
+
 /// `--max-queued-messages N`: an offline session keeps the first N QoS 1 messages and drops
 /// the newer ones (the queue refuses when full: femtomq.toml `[limits] max_queued_messages`).
 #[test]
@@ -155,17 +170,7 @@ fn max_queued_messages_bounds_what_an_offline_session_gets_back() {
     let session = [
         "-V", "mqttv5", "-c", "-x", "600", "-i", "bounded", "-q", "1",
     ];
-    let mut first = Subscriber::start(
-        SubTool::Mosquitto,
-        port,
-        &[&session[..], &["-t", "sessions/bounded"]].concat(),
-    );
-    first.process().signal(rustix::process::Signal::TERM);
-    assert!(
-        first.process().wait(STEP).is_some(),
-        "subscriber did not exit"
-    );
-    drop(first);
+    subscribe_then_leave(port, &session, "sessions/bounded");
 
     let sent: Vec<String> = (0..LIMIT + 3).map(|i| format!("queued-{i}")).collect();
     mosquitto_pub_input(
@@ -190,4 +195,48 @@ fn max_queued_messages_bounds_what_an_offline_session_gets_back() {
         b"",
     );
     assert_eq!(back.expect_line(STEP), "live");
+}
+
+/// A session whose queue stays full has every further message dropped: the broker warns about
+/// the first few (10) of each 10 s and then sums up the rest in one line, instead of writing a
+/// line per message (1,995 here; an overloaded fan-in wrote 470,000 in 4 s).
+#[test]
+fn drops_from_a_full_queue_are_warned_about_a_few_at_a_time_then_counted() {
+    let broker = Broker::start(&["--max-queued-messages", "5"]);
+    let port = broker.port();
+    let session = [
+        "-V", "mqttv5", "-c", "-x", "600", "-i", "flooded", "-q", "1",
+    ];
+    subscribe_then_leave(port, &session, "sessions/flooded");
+    let lines: Vec<String> = (0..2000).map(|i| format!("m{i}")).collect();
+    mosquitto_pub_input(
+        port,
+        &["-q", "1", "-t", "sessions/flooded", "-l"],
+        (lines.join("\n") + "\n").as_bytes(),
+    );
+    let one_by_one = "dropped for client `flooded`: QueueFull";
+    assert!(
+        broker.wait_for_log(one_by_one, 10, STEP),
+        "{}",
+        broker.log()
+    );
+    // 1,995 dropped: 10 warnings, and no summary before the window ends.
+    assert_eq!(broker.log().matches(one_by_one).count(), 10);
+    assert!(!broker.log().contains("more messages dropped"));
+    // After the window, the next activity (a publisher connecting) brings the sum of those not
+    // logged, 1,995 - 10; its message, dropped too, opens a new window and is logged.
+    std::thread::sleep(Duration::from_millis(10_500));
+    mosquitto_pub_input(
+        port,
+        &["-q", "1", "-t", "sessions/flooded", "-m", "late"],
+        b"",
+    );
+    let summary = "1985 more messages dropped in the last 10 s";
+    assert!(broker.wait_for_log(summary, 1, STEP), "{}", broker.log());
+    assert!(
+        broker.wait_for_log(one_by_one, 11, STEP),
+        "{}",
+        broker.log()
+    );
+    assert_eq!(broker.log().matches("more messages dropped").count(), 1);
 }
