@@ -323,6 +323,42 @@ fn a_draining_subscriber_holds_back_its_publisher_instead_of_dropping_messages()
 }
 
 #[test]
+fn many_publishers_each_held_back_after_one_message_lose_none_of_them() {
+    let (mut broker, subscriber, publisher, now) = flow_control_setup();
+    // The session is at its high-water mark: 10 in flight, 50 queued of 100.
+    publish_qos1(&mut broker, publisher, 60, now);
+    assert!(broker.is_paused(publisher));
+    // 200 more publishers, each with one message read before it is held back: together they
+    // take the queue past its limit, and none of their messages is dropped.
+    let others: Vec<ConnId> = (0..200)
+        .map(|n| connect(&mut broker, &format!("pub-{n}"), now))
+        .collect();
+    for &other in &others {
+        publish(
+            &mut broker,
+            other,
+            "f/x",
+            b"one",
+            QosPid::AtLeastOnce(NonZeroU16::new(1).unwrap()),
+            now,
+        );
+        assert!(broker.is_paused(other), "held back after its one message");
+    }
+    assert_eq!(broker.queued_messages("sub"), Some(250));
+    assert_eq!(broker.stats().messages_dropped, 0);
+    let mut received = 0;
+    loop {
+        let read = read_and_ack(&mut broker, subscriber, now);
+        if read == 0 {
+            break;
+        }
+        received += read;
+    }
+    assert_eq!(received, 260, "every message delivered");
+    assert!(others.iter().all(|&o| !broker.is_paused(o)), "all released");
+}
+
+#[test]
 fn a_stuck_subscriber_holds_back_nobody_for_long() {
     let (mut broker, subscriber, publisher, now) = flow_control_setup();
     publish_qos1(&mut broker, publisher, 60, now);

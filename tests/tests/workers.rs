@@ -236,24 +236,19 @@ fn flood(port: u16, id: &str, topic: &str, count: u16) -> std::thread::JoinHandl
     })
 }
 
-#[test]
-fn qos1_floods_from_both_workers_into_one_slow_subscriber_lose_nothing() {
-    // Copies routed to another worker's session travel through its mailbox: without flow
-    // control between the workers they overflow that session's queue (200 messages here).
-    let broker = Broker::start(&["--workers", "2", "--max-queued-messages", "200"]);
+/// `publishers` raw-socket publishers (`flood-pub-N`) each flood `each` QoS 1 messages into
+/// one rumqttc subscriber (`flood-sub`) of a broker started with `args`; asserts that every
+/// message is acknowledged and delivered once.
+fn flood_into_one_subscriber(args: &[&str], publishers: usize, each: u16) {
+    let broker = Broker::start(args);
     let port = broker.port();
-    // Of two workers, worker 0 owns `flood-sub` and `flood-pub-{0,2,4}`, worker 1
-    // `flood-pub-{1,3,5}` (`femtomq_core::broker::client_owner`): half the copies cross over.
     let subscriber = start(port, "flood-sub", true);
     subscriber.expect_ack("CONNACK");
     subscriber.subscribe("flow/t");
-    const EACH: u16 = 4000;
-    let publishers: Vec<String> = (0..6).map(|n| format!("flood-pub-{n}")).collect();
-    let floods: Vec<_> = publishers
-        .iter()
-        .map(|id| flood(port, id, "flow/t", EACH))
+    let floods: Vec<_> = (0..publishers)
+        .map(|n| flood(port, &format!("flood-pub-{n}"), "flow/t", each))
         .collect();
-    let total = publishers.len() * usize::from(EACH);
+    let total = publishers * usize::from(each);
     // Until all arrived, or none for 5 s (a dropped message never comes).
     let mut received = std::collections::HashSet::new();
     while received.len() < total {
@@ -267,8 +262,37 @@ fn qos1_floods_from_both_workers_into_one_slow_subscriber_lose_nothing() {
     }
     let acks: Vec<usize> = floods.into_iter().map(|f| f.join().unwrap()).collect();
     assert!(
-        acks.iter().all(|&a| a == usize::from(EACH)),
+        acks.iter().all(|&a| a == usize::from(each)),
         "every PUBLISH acknowledged: {acks:?}"
     );
     assert_eq!(received.len(), total, "distinct messages received");
+}
+
+#[test]
+fn qos1_floods_from_both_workers_into_one_slow_subscriber_lose_nothing() {
+    // Copies routed to another worker's session travel through its mailbox: without flow
+    // control between the workers they overflow that session's queue (200 messages here).
+    // Of two workers, worker 0 owns `flood-sub` and `flood-pub-{0,2,4}`, worker 1
+    // `flood-pub-{1,3,5}` (`femtomq_core::broker::client_owner`): half the copies cross over.
+    flood_into_one_subscriber(&["--workers", "2", "--max-queued-messages", "200"], 6, 4000);
+}
+
+#[test]
+fn qos1_floods_from_300_publishers_into_one_slow_subscriber_lose_nothing() {
+    // One worker. Each publisher is held back after the message that finds the session
+    // backlogged; when the session drains they are all released, and each routes at least one
+    // more before it is held back again: more publishers than the queue's free room (a queue
+    // of 100, a window of 10 here) overflowed it (11,722 of 30,000 arrived before the fix).
+    flood_into_one_subscriber(
+        &[
+            "--workers",
+            "1",
+            "--max-queued-messages",
+            "100",
+            "--receive-maximum",
+            "10",
+        ],
+        300,
+        100,
+    );
 }

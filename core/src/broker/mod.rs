@@ -471,6 +471,9 @@ pub struct Broker {
     stats: Stats,
     /// The connection whose packets are being handled (the publisher, for flow control).
     input: Option<ConnId>,
+    /// Whether that connection was held back already when its packet came (a port reads none
+    /// then; the copies of such a packet are not kept over a queue's limits, see `deliver`).
+    input_was_paused: bool,
     /// Access answers for the packet being handled (see [`Broker::resolve_access`]).
     replay: AccessReplay,
     /// Copies for other workers' sessions, each with the record it waits for (see
@@ -627,6 +630,7 @@ impl Broker {
             last_routing: None,
             routings: 0,
             replication: Vec::new(),
+            input_was_paused: false,
             remote_pressure: Vec::new(),
             remote_credit: RemoteCredit::default(),
             journal: persist::Journal::default(),
@@ -1582,8 +1586,11 @@ impl Broker {
     /// Before a decoded packet of `conn` is handled.
     #[inline]
     fn begin_packet(&mut self, conn: ConnId, now: Instant) {
+        self.input_was_paused = false;
         if let Some(connection) = self.connection_mut(conn) {
             connection.last_received = now;
+            let paused = connection.paused;
+            self.input_was_paused = paused;
         }
         self.replay.reset();
         self.input = Some(conn);
@@ -1644,6 +1651,7 @@ impl Broker {
         }) = codec::decode(&packet, version, max)
         {
             self.input = Some(conn);
+            self.input_was_paused = self.connection(conn).is_some_and(|c| c.paused);
             self.handle_packet(conn, decoded, now);
             self.input = None;
         }
@@ -2796,14 +2804,23 @@ impl Broker {
                 {
                     self.transmit(index, conn, outgoing, now);
                 } else {
-                    self.enqueue(index, outgoing);
+                    // A copy whose publisher is held back for this session right after
+                    // (below) is kept even over the queue's limits: it is already here, and
+                    // each publisher adds at most one before it waits (bounded like its input
+                    // buffer; copies from other workers by `RemoteCredit`). Without this, many
+                    // publishers released at once (1,000 in a fan-in) overflow the queue by
+                    // one message each and lost a third of the messages.
+                    let held_back = self.has_source_to_hold_back(conn)
+                        && now.millis_since(session.since) < STALL_MS
+                        && !(self.input.is_some() && self.input_was_paused);
+                    self.enqueue(index, outgoing, held_back);
                 }
                 self.hold_back_publisher(index, conn, now);
             }
             None if outgoing.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline => {
                 self.dropped(index, outgoing, DropReason::Offline);
             }
-            None => self.enqueue(index, outgoing),
+            None => self.enqueue(index, outgoing, false),
         }
     }
 
@@ -2821,16 +2838,23 @@ impl Broker {
             || output * divisor / 2 >= (limits.max_output_bytes as usize).max(1)
     }
 
+    /// Whether the copy being delivered to a session connected as `conn` has a source that the
+    /// session can hold back when backlogged: the publisher being read (not the subscriber
+    /// itself), or with several workers the other workers' publishers (a copy from them comes
+    /// without one). A session that made no progress for `STALL_MS` holds back none even so.
+    fn has_source_to_hold_back(&self, conn: ConnId) -> bool {
+        match self.input {
+            Some(publisher) => publisher != conn,
+            None => self.config.workers > 1,
+        }
+    }
+
     /// Flow control: a subscriber that is draining but falling behind holds back the publisher
     /// whose input is being handled, instead of letting its queue overflow. A subscriber that
     /// made no progress for `STALL_MS` holds back nobody, so a stuck client cannot stall others.
     fn hold_back_publisher(&mut self, index: u32, conn: ConnId, now: Instant) {
         let publisher = self.input.filter(|&p| p != conn);
-        let from_other_workers = publisher.is_none() && self.config.workers > 1;
-        if publisher.is_none() && !from_other_workers {
-            return;
-        }
-        if !self.backlogged(index, conn, false) {
+        if !self.has_source_to_hold_back(conn) || !self.backlogged(index, conn, false) {
             return;
         }
         let Some(session) = self.session_mut(index) else {
@@ -2979,15 +3003,17 @@ impl Broker {
         }
     }
 
-    fn enqueue(&mut self, index: u32, mut outgoing: Outgoing) {
+    /// Queues a copy for a session, or drops it when the queue is at its limits, unless
+    /// `over_limits` (the publisher is held back for this session at once).
+    fn enqueue(&mut self, index: u32, mut outgoing: Outgoing, over_limits: bool) {
         let limits = self.config.limits;
         let Some(session) = self.session_mut(index) else {
             return;
         };
         let size = outgoing.size();
-        if session.backlog().queue.len() >= limits.max_queued_messages as usize
-            || session.backlog().queued_bytes + size > limits.max_queued_bytes as usize
-        {
+        let full = session.backlog().queue.len() >= limits.max_queued_messages as usize
+            || session.backlog().queued_bytes + size > limits.max_queued_bytes as usize;
+        if full && !over_limits {
             self.dropped(index, outgoing, DropReason::QueueFull);
             return;
         }
