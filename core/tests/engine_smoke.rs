@@ -160,6 +160,11 @@ fn publish(
     broker.handle_input(conn, &bytes_of(publish, V5), now);
 }
 
+/// Publishes `payload` on `topic` at QoS 0.
+fn publish_qos0(broker: &mut Broker, conn: ConnId, topic: &str, payload: &[u8], now: Instant) {
+    publish(broker, conn, topic, payload, QosPid::AtMostOnce, now);
+}
+
 #[test]
 fn a_subscriber_that_stops_reading_cannot_grow_the_brokers_memory() {
     let mut config = Config::default();
@@ -175,14 +180,7 @@ fn a_subscriber_that_stops_reading_cannot_grow_the_brokers_memory() {
     let payload = [7u8; 1000];
     // 100 QoS 0 messages: the slow subscriber's output stops at the high-water mark.
     for _ in 0..100 {
-        publish(
-            &mut broker,
-            publisher,
-            "t/0",
-            &payload,
-            QosPid::AtMostOnce,
-            now,
-        );
+        publish_qos0(&mut broker, publisher, "t/0", &payload, now);
         // The fast subscriber reads everything as it comes and loses nothing.
         let out = drain(&mut broker, fast, V5);
         assert_eq!(out.len(), 1);
@@ -356,6 +354,38 @@ fn many_publishers_each_held_back_after_one_message_lose_none_of_them() {
     }
     assert_eq!(received, 260, "every message delivered");
     assert!(others.iter().all(|&o| !broker.is_paused(o)), "all released");
+}
+
+#[test]
+fn qos0_publishers_held_back_by_a_congested_subscriber_lose_nothing() {
+    let mut config = Config::default();
+    config.limits.max_output_bytes = 4096;
+    let mut broker = Broker::new(config, 1);
+    let now = Instant(10_000);
+    let subscriber = connect(&mut broker, "slow", now);
+    subscribe(&mut broker, subscriber, "t/#", QoS::AtMostOnce, now);
+    let payload = [7u8; 1000];
+    let publishers: Vec<ConnId> = (0..20)
+        .map(|n| connect(&mut broker, &format!("pub-{n}"), now))
+        .collect();
+    // The first publisher fills the subscriber's output to its limit and is held back.
+    let mut sent = 0;
+    while !broker.is_paused(publishers[0]) {
+        publish_qos0(&mut broker, publishers[0], "t/0", &payload, now);
+        sent += 1;
+    }
+    // Each of the others gets one message read before it is held back: sent, not dropped.
+    for &publisher in &publishers[1..] {
+        publish_qos0(&mut broker, publisher, "t/0", &payload, now);
+        sent += 1;
+        assert!(broker.is_paused(publisher));
+    }
+    assert_eq!(broker.stats().messages_dropped, 0);
+    let received = drain(&mut broker, subscriber, V5)
+        .iter()
+        .filter(|packet| matches!(decode_packet(packet, V5), Ok(Packet::Publish(_))))
+        .count();
+    assert_eq!(received, sent, "every QoS 0 message delivered");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use femtomq_e2e::Broker;
+use femtomq_e2e::{Broker, TestDir, path_arg};
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -198,9 +198,10 @@ fn messages_retained_and_sessions_work_across_four_workers() {
 }
 
 /// An MQTT 3.1.1 publisher on a raw socket, its packets encoded here by hand: it connects, then
-/// writes `count` QoS 1 PUBLISH packets on `topic` in one go (payloads `{id}-{n}`), far faster
-/// than any subscriber reads them. Returns the thread, which yields the PUBACKs it read.
-fn flood(port: u16, id: &str, topic: &str, count: u16) -> std::thread::JoinHandle<usize> {
+/// writes `count` PUBLISH packets at QoS `qos` (0 or 1) on `topic` in one go (payloads
+/// `{id}-{n}`), far faster than any subscriber reads them. Returns the thread, which yields
+/// the PUBACKs it read (QoS 1; none are expected at QoS 0).
+fn flood(port: u16, id: &str, topic: &str, count: u16, qos: u8) -> std::thread::JoinHandle<usize> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut connect = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c];
@@ -215,12 +216,15 @@ fn flood(port: u16, id: &str, topic: &str, count: u16) -> std::thread::JoinHandl
     let mut publishes = Vec::new();
     for n in 1..=count {
         let payload = format!("{id}-{n}");
-        let length = 2 + topic.len() + 2 + payload.len();
+        let id_length = if qos == 0 { 0 } else { 2 };
+        let length = 2 + topic.len() + id_length + payload.len();
         assert!(length < 128, "one-byte remaining length");
-        publishes.extend([0x32, length as u8]);
+        publishes.extend([0x30 | (qos << 1), length as u8]);
         publishes.extend((topic.len() as u16).to_be_bytes());
         publishes.extend(topic.as_bytes());
-        publishes.extend(n.to_be_bytes());
+        if qos > 0 {
+            publishes.extend(n.to_be_bytes());
+        }
         publishes.extend(payload.as_bytes());
     }
     let mut writer = stream.try_clone().unwrap();
@@ -228,7 +232,8 @@ fn flood(port: u16, id: &str, topic: &str, count: u16) -> std::thread::JoinHandl
     std::thread::spawn(move || {
         let mut acks = 0;
         let mut ack = [0u8; 4];
-        while acks < usize::from(count) && stream.read_exact(&mut ack).is_ok() {
+        let expected = if qos == 0 { 0 } else { usize::from(count) };
+        while acks < expected && stream.read_exact(&mut ack).is_ok() {
             assert_eq!(ack[..2], [0x40, 0x02], "PUBACK");
             acks += 1;
         }
@@ -236,17 +241,17 @@ fn flood(port: u16, id: &str, topic: &str, count: u16) -> std::thread::JoinHandl
     })
 }
 
-/// `publishers` raw-socket publishers (`flood-pub-N`) each flood `each` QoS 1 messages into
-/// one rumqttc subscriber (`flood-sub`) of a broker started with `args`; asserts that every
-/// message is acknowledged and delivered once.
-fn flood_into_one_subscriber(args: &[&str], publishers: usize, each: u16) {
+/// `publishers` raw-socket publishers (`flood-pub-N`) each flood `each` messages at QoS `qos`
+/// into one rumqttc subscriber (`flood-sub`) of a broker started with `args`; asserts that every
+/// message is delivered once (and at QoS 1 acknowledged).
+fn flood_into_one_subscriber(args: &[&str], publishers: usize, each: u16, qos: u8) {
     let broker = Broker::start(args);
     let port = broker.port();
     let subscriber = start(port, "flood-sub", true);
     subscriber.expect_ack("CONNACK");
     subscriber.subscribe("flow/t");
     let floods: Vec<_> = (0..publishers)
-        .map(|n| flood(port, &format!("flood-pub-{n}"), "flow/t", each))
+        .map(|n| flood(port, &format!("flood-pub-{n}"), "flow/t", each, qos))
         .collect();
     let total = publishers * usize::from(each);
     // Until all arrived, or none for 5 s (a dropped message never comes).
@@ -261,9 +266,10 @@ fn flood_into_one_subscriber(args: &[&str], publishers: usize, each: u16) {
         }
     }
     let acks: Vec<usize> = floods.into_iter().map(|f| f.join().unwrap()).collect();
+    let expected_acks = if qos == 0 { 0 } else { usize::from(each) };
     assert!(
-        acks.iter().all(|&a| a == usize::from(each)),
-        "every PUBLISH acknowledged: {acks:?}"
+        acks.iter().all(|&a| a == expected_acks),
+        "every QoS 1 PUBLISH acknowledged: {acks:?}"
     );
     assert_eq!(received.len(), total, "distinct messages received");
 }
@@ -274,7 +280,12 @@ fn qos1_floods_from_both_workers_into_one_slow_subscriber_lose_nothing() {
     // control between the workers they overflow that session's queue (200 messages here).
     // Of two workers, worker 0 owns `flood-sub` and `flood-pub-{0,2,4}`, worker 1
     // `flood-pub-{1,3,5}` (`femtomq_core::broker::client_owner`): half the copies cross over.
-    flood_into_one_subscriber(&["--workers", "2", "--max-queued-messages", "200"], 6, 4000);
+    flood_into_one_subscriber(
+        &["--workers", "2", "--max-queued-messages", "200"],
+        6,
+        4000,
+        1,
+    );
 }
 
 #[test]
@@ -294,5 +305,17 @@ fn qos1_floods_from_300_publishers_into_one_slow_subscriber_lose_nothing() {
         ],
         300,
         100,
+        1,
     );
+}
+
+#[test]
+fn qos0_floods_from_300_publishers_into_one_slow_subscriber_lose_nothing() {
+    // QoS 0 may be dropped, but a subscriber that is reading holds its publishers back instead:
+    // the copy that finds its output full is sent anyway and its publisher waits. Before, each
+    // such copy was dropped and the publisher was not held back at all.
+    // A subscriber's output of at most 4 KB (instead of 64 KB) makes it full early and often.
+    let dir = TestDir::new("qos0-flood");
+    let conf = dir.write("femtomq.toml", "[limits]\nmax_output_bytes = 4096\n");
+    flood_into_one_subscriber(&["--workers", "1", "--conf", path_arg(&conf)], 300, 400, 0);
 }

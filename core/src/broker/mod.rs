@@ -2787,7 +2787,15 @@ impl Broker {
         });
         match online {
             Some(conn) if outgoing.qos == QoS::AtMostOnce && self.congested(conn) => {
-                self.dropped(index, outgoing, DropReason::Congested);
+                // As for the queue below: the copy of a publisher held back at once is sent
+                // even over the output's limit (one per publisher before it waits); others,
+                // for a stalled session or an already paused publisher, are dropped.
+                if self.keeps_copy_over_limits(conn, session.since, now) {
+                    self.transmit(index, conn, outgoing, now);
+                    self.hold_back_publisher(index, conn, now);
+                } else {
+                    self.dropped(index, outgoing, DropReason::Congested);
+                }
             }
             Some(conn) if outgoing.qos == QoS::AtMostOnce => {
                 // QoS 0 is not subject to the Receive Maximum.
@@ -2810,9 +2818,7 @@ impl Broker {
                     // buffer; copies from other workers by `RemoteCredit`). Without this, many
                     // publishers released at once (1,000 in a fan-in) overflow the queue by
                     // one message each and lost a third of the messages.
-                    let held_back = self.has_source_to_hold_back(conn)
-                        && now.millis_since(session.since) < STALL_MS
-                        && !(self.input.is_some() && self.input_was_paused);
+                    let held_back = self.keeps_copy_over_limits(conn, session.since, now);
                     self.enqueue(index, outgoing, held_back);
                 }
                 self.hold_back_publisher(index, conn, now);
@@ -2836,6 +2842,17 @@ impl Broker {
         session.backlog().queue.len() * divisor >= (limits.max_queued_messages as usize).max(1)
             || session.backlog().queued_bytes * divisor >= (limits.max_queued_bytes as usize).max(1)
             || output * divisor / 2 >= (limits.max_output_bytes as usize).max(1)
+    }
+
+    /// Whether the copy being delivered to a session connected as `conn` (last progress at
+    /// `since`) is kept even when the session's queue or output is at its limits: when its
+    /// source is held back for the session at once (see [`Broker::hold_back_publisher`]), so
+    /// that each source adds at most one such copy before it waits. Not for a publisher that
+    /// was paused before its packet came (a port reads none then), nor a stalled session.
+    fn keeps_copy_over_limits(&self, conn: ConnId, since: Instant, now: Instant) -> bool {
+        self.has_source_to_hold_back(conn)
+            && now.millis_since(since) < STALL_MS
+            && !(self.input.is_some() && self.input_was_paused)
     }
 
     /// Whether the copy being delivered to a session connected as `conn` has a source that the
