@@ -22,7 +22,7 @@ pub struct Limits {
     /// Levels (`/`-separated parts) of a topic name or filter. Default 32.
     pub max_topic_levels: u16,
     /// Unacknowledged QoS 1/2 messages in flight per client, each way: the Receive Maximum the
-    /// broker announces and the cap applied to the client's. Default 128.
+    /// broker announces and the cap applied to the client's. Default 512.
     pub max_inflight: u16,
     /// Messages queued for one session while it is offline or its window is full. Default 1,000.
     pub max_queued_messages: u32,
@@ -39,9 +39,11 @@ pub struct Limits {
     /// Bytes buffered per bridge while its remote broker is unreachable. Default 1 MiB.
     pub bridge_cache_bytes: u32,
     /// Bytes of encoded packets waiting for one connection's socket. Past it the subscriber is
-    /// congested: QoS 0 copies are dropped for it and QoS 1/2 ones wait in its session queue
-    /// (bounded by the queue limits), so a client that stops reading cannot grow the broker's
-    /// memory. One packet is always accepted, however large. Default 64 KiB.
+    /// congested: its publishers are held back (the copy each had already sent is still
+    /// written), QoS 1/2 copies wait in its session queue (bounded by the queue limits), and
+    /// once it made no progress for a second QoS 0 copies are dropped for it, so a client that
+    /// stops reading cannot grow the broker's memory. One packet is always accepted, however
+    /// large. Default 64 KiB.
     pub max_output_bytes: u32,
 }
 
@@ -53,7 +55,7 @@ impl Limits {
         max_subscriptions_total: 65_536,
         max_topic_length: 1_024,
         max_topic_levels: 32,
-        max_inflight: 128,
+        max_inflight: 512,
         max_queued_messages: 1_000,
         max_queued_bytes: 1 << 20,
         max_retained_messages: 10_000,
