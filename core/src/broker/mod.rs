@@ -1586,12 +1586,10 @@ impl Broker {
     /// Before a decoded packet of `conn` is handled.
     #[inline]
     fn begin_packet(&mut self, conn: ConnId, now: Instant) {
-        self.input_was_paused = false;
-        if let Some(connection) = self.connection_mut(conn) {
+        self.input_was_paused = self.connection_mut(conn).is_some_and(|connection| {
             connection.last_received = now;
-            let paused = connection.paused;
-            self.input_was_paused = paused;
-        }
+            connection.paused
+        });
         self.replay.reset();
         self.input = Some(conn);
     }
