@@ -608,44 +608,25 @@ fn mqtt_3_1_3_9_a_clean_start_takeover_ends_the_session_and_publishes_its_delaye
 /// in the port's order: a worker reports the publications it took (flow control) after the
 /// routing changes its deliveries made.
 fn exchange(a: &mut Broker, b: &mut Broker, now: Instant) {
-    /// Carries `from`'s copies and routing changes to `to`; returns the publications (and their
-    /// bytes) `to` took, which `from` learns of later.
-    fn send(from: &mut Broker, to: &mut Broker, now: Instant) -> (u32, usize) {
-        let (mut remote, mut replication) = (Vec::new(), Vec::new());
+    fn send(from: &mut Broker, to: &mut Broker, now: Instant) {
+        let (mut remote, mut replication, mut taken) = (Vec::new(), Vec::new(), Vec::new());
         from.take_remote(&mut remote);
         from.take_replication(&mut replication);
+        from.take_taken(&mut taken);
         replication
             .into_iter()
             .for_each(|item| to.apply_replication(item));
-        let mut taken = (0, 0);
-        for delivery in remote {
-            if delivery.first {
-                taken.0 += 1;
-                taken.1 += delivery.message.size();
-            }
-            to.deliver_remote(delivery, now);
+        for (_, publications, bytes) in taken {
+            to.remote_taken(from.config().worker, publications, bytes);
         }
-        taken
-    }
-    let (mut taken_by_a, mut taken_by_b) = ((0, 0), (0, 0));
-    for _ in 0..2 {
-        let took = send(a, b, now);
-        taken_by_b = (taken_by_b.0 + took.0, taken_by_b.1 + took.1);
-        let took = send(b, a, now);
-        taken_by_a = (taken_by_a.0 + took.0, taken_by_a.1 + took.1);
-    }
-    // The last routing changes first, then the reports.
-    fn carry_replication(from: &mut Broker, to: &mut Broker) {
-        let mut replication = Vec::new();
-        from.take_replication(&mut replication);
-        replication
+        remote
             .into_iter()
-            .for_each(|item| to.apply_replication(item));
+            .for_each(|delivery| to.deliver_remote(delivery, now));
     }
-    carry_replication(a, b);
-    carry_replication(b, a);
-    a.remote_taken(1, taken_by_b.0, taken_by_b.1);
-    b.remote_taken(0, taken_by_a.0, taken_by_a.1);
+    for _ in 0..3 {
+        send(a, b, now);
+        send(b, a, now);
+    }
 }
 
 fn id_owned_by(worker: u16, prefix: &str) -> String {

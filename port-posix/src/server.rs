@@ -179,8 +179,8 @@ enum Mail {
     /// Worker `from` stored the copies this worker sent it, up to record `seq`, durably.
     Confirmed { from: u16, seq: u64 },
     /// Worker `from` took `publications` of the publications (of `bytes`) this worker sent it
-    /// copies of (flow control, see `Broker::remote_taken`); posted after the routing changes
-    /// taking them made.
+    /// copies of (flow control: `Broker::take_taken`, `Broker::remote_taken`); posted after
+    /// the routing changes taking them made.
     Taken {
         from: u16,
         publications: u32,
@@ -387,6 +387,8 @@ struct Shared {
     outbox: RefCell<(Vec<RemoteDelivery>, Vec<Replication>)>,
     /// Scratch for the confirmations of their copies that other workers wait for.
     confirmations: RefCell<Vec<(u16, u64)>>,
+    /// Scratch for the reports of copies taken from other workers (flow control).
+    taken: RefCell<Vec<(u16, u32, usize)>>,
     /// TLS and WebSocket settings by listener index (`None`: plain TCP), shared by the workers.
     wrappings: Arc<[Option<Wrapping>]>,
     /// Certificate names of the connections of `use_identity_as_username` listeners.
@@ -465,6 +467,19 @@ impl Shared {
                 }
             }
             replication.clear();
+        }
+        // After the routing changes: a request to hold back publishers arrives first.
+        let mut taken = self.taken.borrow_mut();
+        broker.take_taken(&mut taken);
+        let from = self.worker as u16;
+        for (origin, publications, bytes) in taken.drain(..) {
+            if let Some(mailbox) = self.mailboxes.get(usize::from(origin)) {
+                mailbox.post(Mail::Taken {
+                    from,
+                    publications,
+                    bytes,
+                });
+            }
         }
         if !remote.is_empty() {
             let mut batches: Vec<Vec<RemoteDelivery>> = (0..workers).map(|_| Vec::new()).collect();
@@ -836,6 +851,7 @@ fn worker_main(
         mailboxes,
         outbox: RefCell::new((Vec::new(), Vec::new())),
         confirmations: RefCell::new(Vec::new()),
+        taken: RefCell::new(Vec::new()),
         wrappings,
         identities,
         limits,
@@ -940,8 +956,6 @@ async fn mailbox_loop(
     stop: Rc<Notify>,
 ) {
     let mut bytes = [0u8; 64];
-    // By origin worker: the publications taken in this turn, and their bytes.
-    let mut taken: Vec<(u32, usize)> = vec![(0, 0); shared.mailboxes.len()];
     while let Ok(1..) = (&wake).read(&mut bytes).await {
         let now = shared.now();
         for mail in shared.mailboxes[shared.worker].take() {
@@ -971,11 +985,6 @@ async fn mailbox_loop(
                 Mail::Deliveries(batch) => {
                     let mut broker = shared.broker.borrow_mut();
                     for delivery in batch {
-                        let origin = usize::from(delivery.origin);
-                        if let (true, Some(count)) = (delivery.first, taken.get_mut(origin)) {
-                            count.0 = count.0.saturating_add(1);
-                            count.1 = count.1.saturating_add(delivery.message.size());
-                        }
                         broker.deliver_remote(delivery, now);
                     }
                 }
@@ -1003,19 +1012,7 @@ async fn mailbox_loop(
                 Mail::Shutdown => stop.notify(),
             }
         }
-        // Posts the routing changes (a request to hold back publishers among them) first.
         shared.dispatch();
-        let from = shared.worker as u16;
-        for (origin, count) in taken.iter_mut().enumerate() {
-            if count.0 > 0 {
-                let (publications, bytes) = core::mem::take(count);
-                shared.mailboxes[origin].post(Mail::Taken {
-                    from,
-                    publications,
-                    bytes,
-                });
-            }
-        }
     }
 }
 

@@ -100,7 +100,7 @@ pub struct RemoteDelivery {
     /// receiving worker keeps a publisher's resent message from being stored twice.
     pub flow: Option<Qos2Flow>,
     /// The first copy of its publication for the receiving worker: the receiver reports these
-    /// back, for flow control ([`Broker::remote_taken`]).
+    /// back, for flow control ([`Broker::take_taken`], [`Broker::remote_taken`]).
     pub first: bool,
 }
 
@@ -534,6 +534,9 @@ struct RemoteCredit {
     publications: u64,
     /// Publishers held back until the copies are taken.
     waiters: Vec<ConnId>,
+    /// By origin worker: the publications (and bytes) of its copies delivered here and not yet
+    /// reported back ([`Broker::take_taken`]).
+    taken: Vec<(u32, usize)>,
 }
 
 /// How long a connection may stay silent: 1.5 times its keep alive (MQTT 5 `[MQTT-3.1.2-22]`,
@@ -730,11 +733,33 @@ impl Broker {
         out.append(&mut self.replication);
     }
 
+    /// Moves into `out`, as (origin worker, publications, bytes), what this worker took of the
+    /// copies other workers routed to it since the last call. Post each to its origin's
+    /// [`Broker::remote_taken`] after the routing changes of [`Broker::take_replication`], so
+    /// that a request to hold back publishers arrives first (see [`RemoteCredit`]).
+    pub fn take_taken(&mut self, out: &mut Vec<(u16, u32, usize)>) {
+        for (origin, count) in self.remote_credit.taken.iter_mut().enumerate() {
+            if count.0 > 0 {
+                let (publications, bytes) = core::mem::take(count);
+                out.push((origin as u16, publications, bytes));
+            }
+        }
+    }
+
     /// Delivers a copy routed by another worker to one of this worker's sessions. A copy that
     /// asks for it is confirmed to its origin once the records it made here are durable
     /// ([`Broker::take_confirmations`]).
     pub fn deliver_remote(&mut self, delivery: RemoteDelivery, now: Instant) {
         let (origin, confirm) = (delivery.origin, delivery.confirm);
+        if delivery.first {
+            let taken = &mut self.remote_credit.taken;
+            let index = usize::from(origin);
+            if taken.len() <= index {
+                taken.resize(index + 1, (0, 0));
+            }
+            taken[index].0 = taken[index].0.saturating_add(1);
+            taken[index].1 = taken[index].1.saturating_add(delivery.message.size());
+        }
         let stored_before = match &delivery.flow {
             Some(flow) => self.stored_before(origin, flow),
             None => false,
@@ -782,9 +807,9 @@ impl Broker {
 
     /// Worker `worker` took `publications` of this worker's publications (of `bytes`, by
     /// [`Message::size`], once per publication): the copies routed to its sessions that are
-    /// marked [`RemoteDelivery::first`]. Call it after that worker posted the routing changes
-    /// its deliveries made, so that a request to hold back publishers arrives first: flow
-    /// control between workers relies on that order (see [`RemoteCredit`]).
+    /// marked [`RemoteDelivery::first`], as its [`Broker::take_taken`] reported them. Call it
+    /// after the routing changes that worker made before that report: flow control between
+    /// workers relies on that order (see [`RemoteCredit`]).
     pub fn remote_taken(&mut self, worker: u16, publications: u32, bytes: usize) {
         let (max_publications, max_bytes) = self.remote_credit_limits();
         let credit = &mut self.remote_credit;
@@ -821,7 +846,6 @@ impl Broker {
     /// it, and holds back the publisher being read when the publications not yet taken reach
     /// their bound (see [`RemoteCredit`]). Returns whether it was the first.
     fn count_remote(&mut self, worker: usize, bytes: usize) -> bool {
-        let (max_publications, max_bytes) = self.remote_credit_limits();
         let credit = &mut self.remote_credit;
         if credit.outstanding.len() <= worker {
             credit.outstanding.resize(worker + 1, (0, 0, 0));
@@ -834,9 +858,12 @@ impl Broker {
         entry.2 = publication;
         entry.0 = entry.0.saturating_add(1);
         entry.1 = entry.1.saturating_add(bytes);
-        if entry.0 < max_publications && entry.1 < max_bytes {
+        let (outstanding, outstanding_bytes) = (entry.0, entry.1);
+        let (max_publications, max_bytes) = self.remote_credit_limits();
+        if outstanding < max_publications && outstanding_bytes < max_bytes {
             return true;
         }
+        let credit = &mut self.remote_credit;
         let Some(publisher) = self.input else {
             return true;
         };
