@@ -9,6 +9,7 @@
 //! - [`Spawned`] is any client process whose stdout is read line by line; [`Subscriber`] is a
 //!   `mosquitto_sub`/`femtomq sub` that is known to be subscribed before the test goes on.
 //! - [`run`] runs a command to completion; [`raw`] builds and reads MQTT packets by hand.
+//! - [`floor`] is the relay of `cargo xtask bench floor` (binary `floor-relay`), not a test aid.
 //!
 //! Every wait is bounded: a broker or client that does not answer fails the test instead of
 //! hanging it. The bounds are hang guards, never performance assertions.
@@ -24,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
+pub mod floor;
 pub mod raw;
 
 /// Bound on one step that should happen at once (a client connecting, a message arriving).

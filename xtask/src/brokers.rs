@@ -57,6 +57,8 @@ const HOLD_SCENARIOS: &[Scenario] = &[Scenario {
 enum Broker {
     Femtomq,
     Mosquitto,
+    /// The relay of tests/src/floor.rs (binary `floor-relay`): the least a socket broker spends.
+    Floor,
 }
 
 impl Broker {
@@ -64,6 +66,7 @@ impl Broker {
         match self {
             Broker::Femtomq => "femtomq",
             Broker::Mosquitto => "Mosquitto",
+            Broker::Floor => "floor relay",
         }
     }
 }
@@ -166,6 +169,12 @@ fn start_with(
                 .stderr(Stdio::null())
                 .spawn()
         }
+        // Built beside femtomq by `bench floor` (femtomq-e2e's binary).
+        Broker::Floor => Command::new(femtomq.with_file_name("floor-relay"))
+            .args([&port.to_string(), "900"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn(),
     }
     .map_err(|e| format!("cannot start {}: {e}", broker.name()))?;
     if let Some(stdout) = child.stdout.take() {
@@ -594,7 +603,8 @@ fn persist_once(
                 sync.to_string(),
             ]);
         }
-        (Broker::Femtomq, None) => {}
+        // The floor relay keeps nothing: it is only measured in `bench floor`.
+        (Broker::Femtomq, None) | (Broker::Floor, _) => {}
         (Broker::Mosquitto, _) => {
             // Started as root, Mosquitto drops to the `mosquitto` user: let it write there.
             use std::os::unix::fs::PermissionsExt as _;
@@ -791,4 +801,82 @@ pub fn write_persist_report(benchmarks: &PathBuf, report: &str) -> Result {
         "Persistence: QoS 1 with each sync mode",
         report,
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// `cargo xtask bench floor`: the pairs scenario against the floor relay, femtomq and Mosquitto.
+
+/// Runs the pairs scenario `runs` times on the floor relay, femtomq and Mosquitto (rotating
+/// which goes first) and returns the Markdown report.
+pub fn run_floor(root: &Path, femtomq: &Path, runs: usize, command: &str) -> Result<String> {
+    if Command::new("mosquitto").arg("-h").output().is_err() {
+        return Err("mosquitto is not installed: run `cargo xtask setup`".into());
+    }
+    let scenario = SCENARIOS
+        .iter()
+        .find(|s| s.args[0] == "pairs")
+        .ok_or("no pairs scenario")?;
+    let scratch = root.join("target").join("bench");
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let brokers = [Broker::Floor, Broker::Femtomq, Broker::Mosquitto];
+    let mut samples: [Vec<Sample>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for run in 0..runs {
+        for turn in 0..brokers.len() {
+            let index = (run + turn) % brokers.len();
+            let broker = brokers[index];
+            eprintln!(
+                "bench: {} on {} (run {}/{runs})",
+                scenario.name,
+                broker.name(),
+                run + 1
+            );
+            samples[index].push(run_once(broker, scenario, femtomq, &scratch)?);
+        }
+    }
+    let summaries = samples.map(|s| summarize(&s, None));
+    let mosquitto = summaries[2].per_cpu;
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "Command: `{command}`, {runs} runs per broker, brokers rotating. Machine: {}, {} cores. \
+         Date: {}. Scenario: {} (`femtomq bench {}`).\n",
+        machine(),
+        cores(),
+        today(),
+        scenario.name,
+        scenario.args.join(" ")
+    );
+    let _ = writeln!(
+        report,
+        "| broker | msgs per broker CPU-s (median, min..max) | CPU as a share of Mosquitto's | delivered msg/s | loss | p99 latency |"
+    );
+    let _ = writeln!(report, "|---|---|---|---|---|---|");
+    for (broker, summary) in brokers.iter().zip(&summaries) {
+        let _ = writeln!(
+            report,
+            "| {} | {} ({}..{}) | {:.2} | {} | {:.2}% | {:.1} ms |",
+            broker.name(),
+            human(summary.per_cpu),
+            human(summary.per_cpu_range.0),
+            human(summary.per_cpu_range.1),
+            mosquitto / summary.per_cpu,
+            human(summary.rate),
+            summary.loss * 100.0,
+            summary.p99_ms
+        );
+    }
+    let _ = writeln!(
+        report,
+        "\nThe target asks for at most 0.33 of Mosquitto's CPU. The floor relay needs {:.2} of it \
+         (femtomq {:.2}; femtomq spends {:.2}x the floor relay's CPU).\n",
+        mosquitto / summaries[0].per_cpu,
+        mosquitto / summaries[1].per_cpu,
+        summaries[0].per_cpu / summaries[1].per_cpu
+    );
+    Ok(report)
+}
+
+/// Replaces the floor section of BENCHMARKS.md.
+pub fn write_floor_report(benchmarks: &PathBuf, report: &str) -> Result {
+    write_section(benchmarks, "floor", "The floor of the pairs test", report)
 }

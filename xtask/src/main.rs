@@ -122,6 +122,9 @@ Commands:
   bench persist [N]  QoS 1 fan-in to a persistent subscriber: femtomq with sync = always,
                      interval, never and in memory, and Mosquitto with persistence true,
                      N runs each (default 3), into BENCHMARKS.md
+  bench floor [N]    the pairs test against a relay that does only the system calls a socket
+                     broker cannot avoid, femtomq and Mosquitto, N runs each (default 3), into
+                     BENCHMARKS.md (the relay: tests/src/floor.rs)
   bench engine       instructions per message on the engine's hot path (callgrind)",
         targets = BARE_METAL_TARGETS.join(" and ")
     );
@@ -510,7 +513,7 @@ fn bench(args: &[String]) -> Result {
         None | Some("codec") => {
             run(cargo().args(["bench", "--package", "femtomq-core", "--bench", "codec"]))
         }
-        Some(suite @ ("brokers" | "persist" | "hold")) => {
+        Some(suite @ ("brokers" | "persist" | "hold" | "floor")) => {
             let runs: usize = match args.get(1) {
                 Some(text) => text
                     .parse()
@@ -518,6 +521,16 @@ fn bench(args: &[String]) -> Result {
                 None => 3,
             };
             run(cargo().args(["build", "--release", "--package", "femtomq"]))?;
+            if suite == "floor" {
+                run(cargo().args([
+                    "build",
+                    "--release",
+                    "--package",
+                    "femtomq-e2e",
+                    "--bin",
+                    "floor-relay",
+                ]))?;
+            }
             let root = workspace_root();
             let femtomq = root.join("target").join("release").join("femtomq");
             let command = format!("cargo xtask bench {suite} {runs}");
@@ -525,6 +538,7 @@ fn bench(args: &[String]) -> Result {
             let (measure, write): (BrokerSuite, ReportWriter) = match suite {
                 "brokers" => (brokers::run, brokers::write_report),
                 "persist" => (brokers::run_persist, brokers::write_persist_report),
+                "floor" => (brokers::run_floor, brokers::write_floor_report),
                 _ => (brokers::run_hold, brokers::write_hold_report),
             };
             let report = measure(&root, &femtomq, runs, &command)?;
@@ -533,7 +547,7 @@ fn bench(args: &[String]) -> Result {
         }
         Some("engine") => bench_engine_instructions(),
         Some(other) => Err(format!(
-            "bench: unknown suite `{other}` (codec, engine, brokers, hold or persist)"
+            "bench: unknown suite `{other}` (codec, engine, brokers, hold, persist or floor)"
         )),
     }
 }
