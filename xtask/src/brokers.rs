@@ -297,6 +297,16 @@ pub fn write_hold_report(benchmarks: &PathBuf, report: &str) -> Result {
     )
 }
 
+/// Checks that Mosquitto is installed and returns the scratch directory (target/bench).
+fn prepare(root: &Path) -> Result<PathBuf> {
+    if Command::new("mosquitto").arg("-h").output().is_err() {
+        return Err("mosquitto is not installed: run `cargo xtask setup`".into());
+    }
+    let scratch = root.join("target").join("bench");
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    Ok(scratch)
+}
+
 fn run_scenarios(
     root: &Path,
     femtomq: &Path,
@@ -304,11 +314,7 @@ fn run_scenarios(
     command: &str,
     scenarios: &[Scenario],
 ) -> Result<String> {
-    if Command::new("mosquitto").arg("-h").output().is_err() {
-        return Err("mosquitto is not installed: run `cargo xtask setup`".into());
-    }
-    let scratch = root.join("target").join("bench");
-    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let scratch = prepare(root)?;
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -685,11 +691,7 @@ fn with_range(values: &[f64]) -> String {
 
 /// Runs every persistence scenario `runs` times per target and returns the Markdown report.
 pub fn run_persist(root: &Path, femtomq: &Path, runs: usize, command: &str) -> Result<String> {
-    if Command::new("mosquitto").arg("-h").output().is_err() {
-        return Err("mosquitto is not installed: run `cargo xtask setup`".into());
-    }
-    let scratch = root.join("target").join("bench");
-    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let scratch = prepare(root)?;
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -809,15 +811,11 @@ pub fn write_persist_report(benchmarks: &PathBuf, report: &str) -> Result {
 /// Runs the pairs scenario `runs` times on the floor relay, femtomq and Mosquitto (rotating
 /// which goes first) and returns the Markdown report.
 pub fn run_floor(root: &Path, femtomq: &Path, runs: usize, command: &str) -> Result<String> {
-    if Command::new("mosquitto").arg("-h").output().is_err() {
-        return Err("mosquitto is not installed: run `cargo xtask setup`".into());
-    }
+    let scratch = prepare(root)?;
     let scenario = SCENARIOS
         .iter()
         .find(|s| s.args[0] == "pairs")
         .ok_or("no pairs scenario")?;
-    let scratch = root.join("target").join("bench");
-    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
     let brokers = [Broker::Floor, Broker::Femtomq, Broker::Mosquitto];
     let mut samples: [Vec<Sample>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for run in 0..runs {
